@@ -1,0 +1,38 @@
+"""Name → CAM method registry, so configs and other packages pick a method by its key."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
+
+from torch import nn
+
+if TYPE_CHECKING:
+    from .engine import CamEngine
+
+CAM_METHODS: dict[str, type[CamEngine]] = {}
+
+_Method = TypeVar("_Method", bound="type[CamEngine]")
+
+
+def register_cam(name: str) -> Callable[[_Method], _Method]:
+    """Class decorator: make a `CamEngine` subclass available as `create_cam(name, ...)`."""
+
+    def register(cls: _Method) -> _Method:
+        if name in CAM_METHODS and CAM_METHODS[name] is not cls:
+            raise KeyError(f"CAM method {name!r} is already registered by {CAM_METHODS[name].__qualname__}")
+        CAM_METHODS[name] = cls
+        return cls
+
+    return register
+
+
+def create_cam(name: str, model: nn.Module, target_layers: str | Sequence[str], **options) -> CamEngine:
+    """Build the CAM method `name` on `model`, hooked on `target_layers` (names from `model.named_modules()`).
+
+    `options` go to the method's constructor: the engine's `batch_size`, `fusion`, `scales`, `flip`,
+    `normalize`, plus whatever the method itself takes (e.g. `fc=` for CAM, `bls=` for BroadCAM).
+    """
+    if name not in CAM_METHODS:
+        raise KeyError(f"unknown CAM method {name!r}; available: {sorted(CAM_METHODS)}")
+    return CAM_METHODS[name](model, target_layers, **options)

@@ -1,0 +1,91 @@
+"""The DataModule every dataset shares: a proportion of the training split, the full evaluation split.
+
+A dataset's module subclasses `ProportionDataModule` and only says how to build a split
+(`build_dataset`), its classes and its evaluation protocol. Samples are dicts:
+`image` float [3, H, W] (ImageNet-normalised), `labels` float [C] 0/1, `index` long (position in the split),
+`id` str, and for evaluation samples `mask` long [H, W] and `boxes` float [N, 4] (x0, y0, x1, y1).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from src.data.collate import collate_samples
+from src.data.proportion import check_proportion, proportion_subset
+
+
+class ProportionDataModule(pl.LightningDataModule):
+    """Trains on `proportion` percent of the training split; evaluates on the whole `eval_split`.
+
+    Class attributes a subclass sets: `name` (as in results.json), `class_names`; `seed_background` (True: seeds get a background
+    plane swept over thresholds, masks use 0 = background and 1..C; False: argmax over the classes, masks
+    use 0..C-1); `ignore_index` (mask value excluded from scoring); `metrics` (names the pipeline computes).
+    """
+
+    name: str = ""
+    class_names: tuple[str, ...] = ()
+    seed_background: bool = True
+    ignore_index: int = 255
+    metrics: tuple[str, ...] = ("seed_mIoU",)
+    train_split: str = "train"
+
+    def __init__(self, proportion: float = 100.0, seed: int = 0, eval_split: str = "val", batch_size: int = 32,
+                 eval_batch_size: int | None = None, num_workers: int = 0):
+        super().__init__()
+        self.proportion = check_proportion(proportion)
+        self.seed = int(seed)
+        self.eval_split = eval_split
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size or batch_size)
+        self.num_workers = int(num_workers)
+        self.subset_indices: np.ndarray | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def build_dataset(self, split: str, train: bool) -> Dataset:
+        """The dataset of `split`; `train=True` gives training transforms. It must expose
+        `labels` (np.ndarray [n, C] 0/1) and `ids` (list of n str)."""
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.subset_indices is not None:
+            return
+        self.train_full = self.build_dataset(self.train_split, train=True)
+        self.subset_indices = proportion_subset(self.train_full.labels, self.proportion, self.seed)
+        self.train_set = Subset(self.train_full, self.subset_indices.tolist())
+        self.train_eval_set = Subset(self.build_dataset(self.train_split, train=False), self.subset_indices.tolist())
+        self.eval_set = self.build_dataset(self.eval_split, train=False)
+
+    @property
+    def subset_ids(self) -> list[str]:
+        """Ids of the training images in the proportion's subset."""
+        return [self.train_full.ids[i] for i in self.subset_indices]
+
+    def save_subset_ids(self, path: str | Path) -> Path:
+        """Write the subset's image ids, one per line (atomically)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("\n".join(self.subset_ids) + "\n")
+        tmp.replace(path)
+        return path
+
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          collate_fn=collate_samples, persistent_workers=self.num_workers > 0,
+                          drop_last=shuffle and len(dataset) > batch_size)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.batch_size, shuffle=True)
+
+    def train_subset_eval_dataloader(self) -> DataLoader:
+        """The proportion's training subset with evaluation transforms (for BLS features)."""
+        return self._loader(self.train_eval_set, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """The whole evaluation split, in order."""
+        return self._loader(self.eval_set, self.eval_batch_size, shuffle=False)

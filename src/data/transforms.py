@@ -1,0 +1,54 @@
+"""Image (and mask) transforms on uint8 tensors: training augmentation and evaluation resizing."""
+from __future__ import annotations
+
+import torch
+import torchvision.transforms.v2.functional as F
+from torchvision.transforms import InterpolationMode, RandomResizedCrop
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize_image(image: torch.Tensor) -> torch.Tensor:
+    """uint8 [3, H, W] → float [3, H, W], ImageNet-normalised."""
+    return F.normalize(image.float().div_(255.0), IMAGENET_MEAN, IMAGENET_STD)
+
+
+class TrainTransform:
+    """Random resized crop (scale jitter) and horizontal flip; mask-free, as training uses image labels only."""
+
+    def __init__(self, size: int, scale: tuple[float, float] = (0.5, 1.0), hflip: bool = True):
+        self.size = int(size)
+        self.scale = tuple(scale)
+        self.hflip = hflip
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        top, left, h, w = RandomResizedCrop.get_params(image, self.scale, (3 / 4, 4 / 3))
+        image = F.resized_crop(image, top, left, h, w, [self.size, self.size], antialias=True)
+        if self.hflip and torch.rand(()) < 0.5:
+            image = F.horizontal_flip(image)
+        return normalize_image(image)
+
+
+class EvalTransform:
+    """Resize to size×size; masks with nearest neighbour so class indices survive. `size=None` keeps the size."""
+
+    def __init__(self, size: int | None):
+        self.size = None if size is None else int(size)
+
+    def image(self, image: torch.Tensor) -> torch.Tensor:
+        if self.size is not None and tuple(image.shape[-2:]) != (self.size, self.size):
+            image = F.resize(image, [self.size, self.size], antialias=True)
+        return normalize_image(image)
+
+    def mask(self, mask: torch.Tensor) -> torch.Tensor:
+        if self.size is not None and tuple(mask.shape[-2:]) != (self.size, self.size):
+            mask = F.resize(mask[None], [self.size, self.size], interpolation=InterpolationMode.NEAREST)[0]
+        return mask.long()
+
+    def boxes(self, boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Scale x0y0x1y1 pixel boxes of an image of height×width to the evaluation size."""
+        if self.size is None:
+            return boxes.float()
+        scale = torch.tensor([self.size / width, self.size / height] * 2)
+        return boxes.float() * scale

@@ -1,0 +1,7 @@
+"""Metrics of CAMs: seed mIoU (VOC/BCSS), PxAP and MaxBoxAccV2 (wsolevaluation), box utilities."""
+from src.metrics.boxes import box_iou, boxes_from_scoremap
+from src.metrics.max_box_acc import MaxBoxAccV2
+from src.metrics.pxap import PxAP
+from src.metrics.seed_miou import SeedMIoU
+
+__all__ = ["SeedMIoU", "PxAP", "MaxBoxAccV2", "boxes_from_scoremap", "box_iou"]

@@ -1,0 +1,82 @@
+"""`python -m src.run`: one job = train a classifier on a proportion of the data → (fit the BLS) → make CAMs
+of the evaluation split → score them → write `results.json`, a CAM figure, and log (CSV, W&B).
+
+`python -m src.run -m proportion=1,2,5 cam=cam,gradcam` sweeps (Hydra multirun).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from src.config_checks import ConfigError, check_group_overrides
+from src.evaluation import CamEvaluation
+from src.job import JobInputs, finish_loggers, method_callbacks, prepare_job, sweep_range
+from src.reporting import save_cam_grid, write_json_atomic
+
+
+def run_job(cfg: DictConfig) -> dict:
+    """Run one job; returns the results dict also written to `<output_dir>/results.json`."""
+    started = time.perf_counter()
+    job: JobInputs = prepare_job(cfg)  # validates the config, builds data, model, loggers
+    out = Path(cfg.paths.output_dir)
+    timings = {}
+    try:
+        trainer = hydra.utils.instantiate(cfg.trainer, logger=job.loggers,
+                                          callbacks=job.callbacks + method_callbacks(cfg))
+        tick = time.perf_counter()
+        trainer.fit(job.model, datamodule=job.datamodule)
+        timings["train_s"] = time.perf_counter() - tick
+        extras = {"bls": job.model.bls} if getattr(job.model, "bls", None) is not None else {}
+        evaluation = CamEvaluation(
+            job.model.net, cfg.cam.name, job.target_layers, {**cfg.cam.get("options", {}), **extras},
+            num_classes=job.datamodule.num_classes, seed_background=job.datamodule.seed_background,
+            ignore_index=job.datamodule.ignore_index, metric_names=job.datamodule.metrics,
+            seed_thresholds=sweep_range(cfg.eval.seed_thresholds), wsol_size=cfg.eval.wsol_size,
+            box_thresholds=sweep_range(cfg.eval.box_thresholds), iou_thresholds=tuple(cfg.eval.iou_thresholds),
+            figure_images=cfg.eval.figure_images)
+        trainer.test(evaluation, datamodule=job.datamodule, verbose=False)
+        scores = evaluation.results()
+        timings.update(evaluation.timings)
+        timings["total_s"] = time.perf_counter() - started
+        results = {
+            "dataset": job.dataset_name, "backbone": cfg.backbone.name, "cam": cfg.cam.name,
+            "proportion": job.proportion, "seed": int(cfg.seed), "n_train": len(job.datamodule.subset_indices),
+            "n_eval": len(job.datamodule.eval_set), "metrics": scores["metrics"], "details": scores["details"],
+            "timings": {k: round(v, 3) for k, v in timings.items()},
+            "bls": getattr(job.model, "bls_info", None),
+            "config": OmegaConf.to_container(cfg, resolve=True),
+        }
+        save_cam_grid(evaluation.figure_samples, list(job.datamodule.class_names), out / "cams.png",
+                      job.datamodule.ignore_index)
+        for logger in job.loggers:
+            logger.log_metrics({f"eval/{k}": v for k, v in scores["metrics"].items() if v is not None})
+        write_json_atomic(out / "results.json", results)
+    finally:
+        finish_loggers(job.loggers)
+    summary = " ".join(f"{k}={v:.2f}" for k, v in results["metrics"].items() if isinstance(v, float))
+    print(f"[{cfg.cam.name} | {cfg.backbone.name} | {job.proportion:g}% | seed {cfg.seed}] {summary} -> {out}")
+    return results
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        results = run_job(cfg)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    return results["metrics"].get("seed_mIoU")
+
+
+if __name__ == "__main__":
+    try:
+        check_group_overrides(sys.argv[1:])
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    main()
