@@ -9,6 +9,7 @@ The classifier's mAP on the same split comes from one plain forward.
 """
 from __future__ import annotations
 
+import math
 import time
 
 import pytorch_lightning as pl
@@ -133,7 +134,8 @@ class CamEvaluation(pl.LightningModule):
         if "seed" in self.metrics:
             seed = self.metrics["seed"].compute()
             out["metrics"].update(seed_mIoU=seed["mIoU"], seed_threshold=seed["threshold"])
-            out["details"].update(per_class_IoU=seed["per_class_IoU"], seed_curve=seed["curve"])
+            per_class = [None if math.isnan(iou) else iou for iou in seed["per_class_IoU"]]  # strict JSON
+            out["details"].update(per_class_IoU=per_class, seed_curve=seed["curve"])
         if "pxap" in self.metrics:
             out["metrics"]["PxAP"] = float(self.metrics["pxap"].compute())
         if "boxacc" in self.metrics:

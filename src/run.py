@@ -13,6 +13,7 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
+import src.resolvers  # noqa: F401  (registers ${safe_dirname:...})
 from src.config_checks import ConfigError, check_group_overrides
 from src.evaluation import CamEvaluation
 from src.job import JobInputs, finish_loggers, method_callbacks, prepare_job, sweep_range

@@ -34,7 +34,7 @@ class ScoreCAM(CamEngine):
         for chunk in constant.logical_not().nonzero().split(self.batch_size):
             image_index, channel = chunk.unbind(1)
             masks = F.interpolate(
-                activations[image_index, channel][:, None], size=images.shape[-2:], mode="bilinear", align_corners=False
+                activations[image_index, channel][:, None], size=images.shape[-2:], mode="bilinear", align_corners=True
             )
             logits = self.predict_logits(images[image_index] * normalize_maps(masks))
             scores[image_index, channel] = logits.gather(1, targets[image_index])

@@ -69,6 +69,7 @@ class ProportionDataModule(pl.LightningDataModule):
     def save_subset_ids(self, path: str | Path) -> Path:
         """Write the subset's image ids, one per line (atomically)."""
         path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text("\n".join(self.subset_ids) + "\n")
         tmp.replace(path)

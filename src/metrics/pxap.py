@@ -5,6 +5,7 @@ import torch
 from torchmetrics import Metric
 
 from src.metrics.boxes import check_scoremap
+from src.metrics.seed_miou import count_indices
 
 
 def right_edges(num_thresholds: int) -> torch.Tensor:
@@ -50,15 +51,27 @@ class PxAP(Metric):
                 f"scoremaps {tuple(scoremaps.shape)} / masks {tuple(masks.shape)}: expected equal [B, H, W]"
             )
         check_scoremap(scoremaps)
-        masks = masks.long()
-        if not ((masks == 0) | (masks == 1) | (masks == 255)).all():
+        foreground, background = masks == 1, masks == 0
+        if not (foreground | background | (masks == 255)).all():
             raise ValueError("masks: expected values 0 (background), 1 (foreground) or 255 (ignore)")
-        edges = self.edges.to(scoremaps.device)
-        # float64 comparison as np.histogram does against its float64 edges; right=True puts s == e_i in bin i
-        bins = (torch.bucketize(scoremaps.double(), edges, right=True) - 1).clamp(max=self.num_thresholds + 1)
-        size = self.num_thresholds + 2
-        self.fg_hist += torch.bincount(bins[masks == 1], minlength=size)
-        self.bg_hist += torch.bincount(bins[masks == 0], minlength=size)
+        bins = self.bin_index(scoremaps.double())
+        size = self.fg_hist.numel()
+        # one count over [bin, is_foreground]; ignored pixels go to the dropped index 2 * size
+        flat = torch.where(foreground | background, bins * 2 + foreground, 2 * size)
+        counts = count_indices(flat, 2 * size).view(size, 2)
+        self.bg_hist += counts[:, 0]
+        self.fg_hist += counts[:, 1]
+
+    def bin_index(self, scores: torch.Tensor) -> torch.Tensor:
+        """Bin of each float64 score in [0, 1]: i with e_i <= s < e_{i+1}, so 1.0 falls in [1, 2).
+
+        ``floor(s · n)`` is within one of the answer; one comparison each way against the exact edges makes
+        it equal to ``np.histogram``'s (binary search in float64) at a fraction of ``bucketize``'s cost."""
+        edges = self.edges.to(scores.device)
+        guess = (scores * self.num_thresholds).floor().long().clamp(0, self.num_thresholds)
+        guess -= (scores < edges[guess]).long()
+        guess += (scores >= edges[guess + 1]).long()
+        return guess
 
     def compute(self) -> float:
         """PxAP in percent. Raises ValueError "no positive ground truth" when no foreground pixel was seen."""

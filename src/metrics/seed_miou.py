@@ -17,6 +17,16 @@ from torchmetrics import Metric
 DEFAULT_THRESHOLDS = tuple(i / 100 for i in range(60))  # 0.00, 0.01, ..., 0.59 (IRN/PuzzleCAM sweep)
 
 
+def count_indices(index: torch.Tensor, size: int) -> torch.Tensor:
+    """[size] int64 counts of the values of ``index`` below ``size``; values equal to ``size`` are dropped.
+
+    ``index_add_`` rather than ``torch.bincount``: an order of magnitude faster on CPU, exact on any device."""
+    index = index.reshape(-1)
+    counts = torch.zeros(size + 1, dtype=torch.long, device=index.device)
+    counts.index_add_(0, index, torch.ones(1, dtype=torch.long, device=index.device).expand_as(index))
+    return counts[:size]
+
+
 class SeedMIoU(Metric):
     """Accumulates per-threshold confusion matrices of CAM seeds; computes the best mIoU of the sweep.
 
@@ -89,26 +99,25 @@ class SeedMIoU(Metric):
             cams = cams.float()  # bucketize has no half kernels everywhere; float32 holds half values exactly
 
         allowed = cams.masked_fill(~present[:, :, None, None], float("-inf"))
-        best = allowed.argmax(dim=1, keepdim=True)  # argmax returns the first maximum, like numpy
-        score = allowed.gather(1, best).squeeze(1)
-        pred = best.squeeze(1) + (1 if self.background else 0)
+        score, best = allowed.max(dim=1)  # the first maximum on ties, like numpy's argmax
+        pred = best + 1 if self.background else best
 
         masks = masks.long()
         valid = masks != self.ignore_index
-        gt = masks[valid]
-        if gt.numel() and (gt.min() < 0 or gt.max() >= self.num_classes):
+        gt = masks.where(valid, 0)
+        low, high = gt.aminmax()
+        if low < 0 or high >= self.num_classes:
             raise ValueError(
-                f"masks values {gt.min().item()}..{gt.max().item()}: expected 0..{self.num_classes - 1}"
+                f"masks values {low.item()}..{high.item()}: expected 0..{self.num_classes - 1}"
                 f" or ignore_index={self.ignore_index}"
             )
         k = self.num_classes
-        flat = gt * k + pred[valid]
+        flat = gt * k + pred
         if self.background:
             bounds = torch.tensor(self.thresholds, dtype=score.dtype, device=score.device)
             # right=False: index = number of thresholds strictly below the score, so a tie s == t stays background
-            flat = flat + torch.bucketize(score[valid], bounds) * (k * k)
-        counts = torch.bincount(flat, minlength=self.hist.numel())
-        self.hist += counts.view_as(self.hist)
+            flat += torch.bucketize(score, bounds) * (k * k)
+        self.hist += count_indices(flat.where(valid, self.hist.numel()), self.hist.numel()).view_as(self.hist)
 
     def confusion_matrices(self) -> torch.Tensor:
         """[T, K, K] int64 confusion matrices (rows ground truth, columns prediction), one per sorted

@@ -1,0 +1,161 @@
+"""Benchmark our CAM methods against a bare forward, a full backward and the peers, side by side in one process.
+
+ResNet-50 @ 224, batch 8 (random weights, eval mode) for CAM and the Grad-CAM family (peer: pytorch-grad-cam,
+TorchCAM's CAM for `cam`); ResNet-18 with fewer images for Score-CAM, with 1 and 2 classes per image (the peer
+is called once per class). Prints a table and writes
+`{"device", "rows": [{"method", "model", "ms_per_image", "x_forward", "x_peer", "peer", "peer_ms_per_image"}]}`
+where x_forward = ours / bare forward of the same model and x_peer = ours / peer (median of `--repeats`).
+
+    python scripts/bench_cams.py [--quick] [--out outputs/bench/cams.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # pytorch-grad-cam's Score-CAM prints a progress bar per image
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, XGradCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from torchcam.methods import CAM as TorchCAM
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from src.cams import create_cam  # noqa: E402
+
+GRAD_PEERS = {"gradcam": GradCAM, "gradcampp": GradCAMPlusPlus, "xgradcam": XGradCAM, "layercam": LayerCAM}
+
+
+def median_seconds(fn, repeats: int, device: torch.device) -> float:
+    """Median wall time of `fn()` over `repeats` runs, after one warm-up run."""
+    times = []
+    for run in range(repeats + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if run:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peer_targets(targets: torch.Tensor) -> list[ClassifierOutputTarget]:
+    return [ClassifierOutputTarget(int(t)) for t in targets]
+
+
+def torchcam_maps(extractor: TorchCAM, model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor):
+    """TorchCAM's CAM brought to our output: maps at input size."""
+    with torch.no_grad():
+        model(images)
+    maps = extractor(class_idx=targets.tolist())[0]
+    return F.interpolate(maps[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def bench(args: argparse.Namespace) -> dict:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    rows = []
+
+    def add(method, model_name, images, ours, forward, peer=None, peer_name=None):
+        row = {"method": method, "model": model_name, "ms_per_image": 1e3 * ours / images,
+               "x_forward": ours / forward, "x_peer": None if peer is None else ours / peer,
+               "peer": peer_name, "peer_ms_per_image": None if peer is None else 1e3 * peer / images}
+        rows.append(row)
+        print(f"{method:<22} {model_name:<14} {row['ms_per_image']:>10.1f} {row['x_forward']:>8.2f} "
+              f"{'' if peer is None else format(row['x_peer'], '8.2f'):>8} {peer_name or ''}", flush=True)
+
+    print(f"device: {device}, threads: {torch.get_num_threads()}")
+    print(f"{'method':<22} {'model':<14} {'ms/image':>10} {'x_fwd':>8} {'x_peer':>8} peer")
+
+    # ----- ResNet-50: CAM and the Grad-CAM family ----------------------------------------------------------
+    batch, size = (2, 224) if args.quick else (8, 224)
+    model = torchvision.models.resnet50(weights=None).eval().to(device)
+    images = torch.randn(batch, 3, size, size, device=device)
+    targets = torch.randint(0, 1000, (batch,), device=device)
+    name = f"resnet50@{size}"
+
+    def bare_forward():
+        with torch.no_grad():
+            model(images)
+
+    def full_backward():
+        model.zero_grad(set_to_none=True)
+        model(images).gather(1, targets[:, None]).sum().backward()
+
+    forward = median_seconds(bare_forward, args.repeats, device)
+    add("forward (no_grad)", name, batch, forward, forward)
+    add("forward+backward", name, batch, median_seconds(full_backward, args.repeats, device), forward)
+    model.zero_grad(set_to_none=True)
+
+    with create_cam("cam", model, ["layer4"]) as ours, TorchCAM(model, "layer4", "fc") as peer:
+        add("cam", name, batch, median_seconds(lambda: ours(images, targets), args.repeats, device), forward,
+            median_seconds(lambda: torchcam_maps(peer, model, images, targets), args.repeats, device), "torchcam.CAM")
+    for method, peer_class in GRAD_PEERS.items():
+        with create_cam(method, model, ["layer4"]) as ours, peer_class(model, [model.layer4]) as peer:
+            add(method, name, batch, median_seconds(lambda: ours(images, targets), args.repeats, device), forward,
+                median_seconds(lambda: peer(images, peer_targets(targets)), args.repeats, device),
+                f"pytorch_grad_cam.{peer_class.__name__}")
+    classes = 4
+    several = torch.randint(0, 1000, (batch, classes), device=device)
+    with create_cam("gradcam", model, ["layer4"]) as ours, GradCAM(model, [model.layer4]) as peer:
+        add(f"gradcam K={classes}", name, batch,
+            median_seconds(lambda: ours(images, several), args.repeats, device), forward,
+            median_seconds(lambda: [peer(images, peer_targets(several[:, k])) for k in range(classes)],
+                           args.repeats, device), f"pytorch_grad_cam.GradCAM x{classes}")
+    with create_cam("gradcam", model, ["layer3", "layer4"]) as ours, GradCAM(model, [model.layer3, model.layer4]) as peer:
+        add("gradcam layer3+4", name, batch, median_seconds(lambda: ours(images, targets), args.repeats, device),
+            forward, median_seconds(lambda: peer(images, peer_targets(targets)), args.repeats, device),
+            "pytorch_grad_cam.GradCAM")
+
+    # ----- ResNet-18: Score-CAM (one masked forward per channel) -------------------------------------------
+    batch, size = (1, 112) if args.quick else (args.scorecam_images, 224)
+    model = torchvision.models.resnet18(weights=None).eval().to(device)
+    images = torch.randn(batch, 3, size, size, device=device)
+    two = torch.randint(0, 1000, (batch, 2), device=device)
+    name = f"resnet18@{size}"
+
+    def bare_forward18():
+        with torch.no_grad():
+            model(images)
+
+    forward = median_seconds(bare_forward18, args.repeats, device)
+    add("forward (no_grad)", name, batch, forward, forward)
+    repeats = max(1, args.repeats // 2)  # a Score-CAM call is ~500 forwards
+    with create_cam("scorecam", model, ["layer4"], batch_size=args.scorecam_batch) as ours, \
+            ScoreCAM(model, [model.layer4]) as peer:
+        peer.batch_size = args.scorecam_batch
+        add("scorecam", name, batch, median_seconds(lambda: ours(images, two[:, 0]), repeats, device), forward,
+            median_seconds(lambda: peer(images, peer_targets(two[:, 0])), repeats, device), "pytorch_grad_cam.ScoreCAM")
+        add("scorecam K=2", name, batch, median_seconds(lambda: ours(images, two), repeats, device), forward,
+            median_seconds(lambda: [peer(images, peer_targets(two[:, k])) for k in range(2)], repeats, device),
+            "pytorch_grad_cam.ScoreCAM x2")
+    return {"device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device), "rows": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller batches and images, fewer repeats")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per row (median); default 5, quick 2")
+    parser.add_argument("--scorecam-images", type=int, default=1, help="images for the Score-CAM rows")
+    parser.add_argument("--scorecam-batch", type=int, default=32, help="masked inputs per forward (both sides)")
+    parser.add_argument("--out", type=Path, default=Path("outputs/bench/cams.json"))
+    args = parser.parse_args()
+    args.repeats = args.repeats or (2 if args.quick else 5)
+    result = bench(args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""The pipeline end to end (tiny): the results contract, a multirun, and bad input rejected up front."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from src.config_checks import ConfigError
+from src.reporting.results import REQUIRED_KEYS, read_results
+from src.run import run_job
+from tests.helpers import compose_config, run_cli
+
+
+def test_one_job_writes_the_results_contract(tiny_overrides, tmp_path):
+    results = run_job(compose_config(tiny_overrides + ["proportion=50", "seed=1"]))
+    job = tmp_path / "job"
+    on_disk = read_results(job)
+    assert set(REQUIRED_KEYS) <= set(on_disk)
+    assert on_disk["metrics"] == pytest.approx(results["metrics"])
+    assert (on_disk["dataset"], on_disk["backbone"], on_disk["cam"]) == ("synthetic", "resnet18", "cam")
+    assert on_disk["proportion"] == 50.0 and on_disk["seed"] == 1 and on_disk["n_train"] == 60
+    for key in ("seed_mIoU", "cls_mAP", "PxAP", "MaxBoxAccV2"):
+        assert 0.0 <= on_disk["metrics"][key] <= 100.0, key
+    assert set(on_disk["timings"]) >= {"train_s", "cam_s", "eval_s", "total_s"}
+    assert len((job / "subset_ids.txt").read_text().split()) == 60
+    assert (job / "cams.png").stat().st_size > 1000
+    assert (job / "csv" / "metrics.csv").exists()
+    assert not list(job.glob("*.tmp"))
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ("proportion=0", "proportion"), ("proportion=150", "proportion"), ("proportion=abc", "proportion"),
+    ("cam.target_layers=[layer9]", "cam.target_layers"), ("backbone.name=resnet999", "backbone.name"),
+])
+def test_bad_values_fail_before_any_result(tiny_overrides, tmp_path, override, key):
+    with pytest.raises(ConfigError, match=key):
+        run_job(compose_config(tiny_overrides + [override]))
+    assert not (tmp_path / "job" / "results.json").exists()
+
+
+def test_unknown_stage_error_lists_close_matches(tiny_overrides):
+    with pytest.raises(ConfigError, match=r"close matches: \['layer4'"):
+        run_job(compose_config(tiny_overrides + ["cam.target_layers=[layer44]"]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("args", "key"), [(["proportion=abc"], "proportion"), (["cam=nope"], "cam")])
+def test_cli_bad_input_is_one_line(tiny_overrides, tmp_path, args, key):
+    result = run_cli(tiny_overrides + args)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {key}") and "expected" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "job" / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_multirun_writes_one_results_per_job(cache_dir, tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "proportion=1,2,5", "cam=cam", "debug=fast", "data.num_train=120", "data.num_val=8",
+            "data.image_size=64", f"paths.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}"]
+    result = run_cli(args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = sorted(sweep.glob("*/results.json"))
+    assert len(found) == 3
+    proportions = sorted(json.loads(p.read_text())["proportion"] for p in found)
+    assert proportions == [1.0, 2.0, 5.0]
