@@ -1,13 +1,19 @@
 """What a job needs before it runs, built from the config and checked up front (see `src.run`)."""
 from __future__ import annotations
 
+import hashlib
+import json
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning import Trainer
 from pytorch_lightning.loggers import Logger
 
 from src.cams import CAM_METHODS
+from src.classifier_cache import ClassifierCache, classifier_key, classifier_key_fields
 from src.config_checks import ConfigError
 from src.data import ProportionDataModule, check_proportion
 from src.models import Classifier, backbone_spec, check_layers
@@ -20,8 +26,10 @@ class JobInputs:
     model: Classifier
     target_layers: list[str]
     dataset_name: str
+    resolved_config: dict
     loggers: list[Logger] = field(default_factory=list)
     callbacks: list = field(default_factory=list)
+    method_callbacks: list = field(default_factory=list)  # e.g. BroadCAM's BLS fit, also run on a cache hit
 
 
 def sweep_range(spec) -> list[float]:
@@ -49,8 +57,64 @@ def prepare_job(cfg: DictConfig) -> JobInputs:
     except (KeyError, ValueError, FileNotFoundError, ImportError) as error:
         raise ConfigError(error.args[0] if error.args else repr(error)) from error
     datamodule.save_subset_ids(f"{cfg.paths.output_dir}/subset_ids.txt")
+    fitting = method_callbacks(cfg)
     return JobInputs(proportion, datamodule, model, target_layers, dataset_name=datamodule.name,
-                     loggers=instantiate_all(cfg.get("logger")), callbacks=instantiate_all(cfg.get("callbacks")))
+                     resolved_config=OmegaConf.to_container(cfg, resolve=True),
+                     loggers=instantiate_all(cfg.get("logger")),
+                     callbacks=instantiate_all(cfg.get("callbacks")) + fitting, method_callbacks=fitting)
+
+
+def config_fingerprint(cfg: DictConfig) -> str:
+    """A hash of everything that defines a job's results (not where it writes, nor resume flags)."""
+    container = OmegaConf.to_container(cfg, resolve=False)
+    for key in ("paths", "overwrite", "force_retrain", "sweep_name"):
+        container.pop(key, None)
+    return hashlib.sha1(json.dumps(container, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def previous_results(cfg: DictConfig) -> dict | None:
+    """The job's existing results when they were made with the same config and `overwrite` is off."""
+    path = Path(cfg.paths.output_dir) / "results.json"
+    if cfg.get("overwrite") or not path.is_file():
+        return None
+    try:
+        results = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    return results if results.get("config_fingerprint") == config_fingerprint(cfg) else None
+
+
+def train_or_load(cfg: DictConfig, job: JobInputs, trainer: Trainer) -> tuple[dict, dict]:
+    """Train the classifier, or load it from the cache when a classifier of the same key exists (then run
+    the method's fitting callbacks directly). Returns (timings, classifier info for results.json)."""
+    cache = ClassifierCache(cfg.paths.cache_dir)
+    key = classifier_key(cfg)
+    tick = time.perf_counter()
+    with cache.lock(key):  # one of several racing jobs trains; the others then load
+        hit = cache.has(key) and not cfg.get("force_retrain", False)
+        if hit:
+            cache.load_into(key, job.model.net, job.datamodule.subset_ids)
+        else:
+            trainer.fit(job.model, datamodule=job.datamodule)
+            cache.save(key, job.model.net, job.datamodule.subset_ids,
+                       {"key": key, "num_classes": job.datamodule.num_classes, **classifier_key_fields(cfg)})
+    timings = {"train_s": time.perf_counter() - tick}
+    if hit:
+        print(f"[cache hit] classifier {key} loaded from {cache.path(key)}")
+        for callback in job.method_callbacks:
+            callback.fit_for(job.model, job.datamodule)
+    if getattr(job.model, "bls_info", None):
+        timings["bls_s"] = job.model.bls_info["fit_s"]
+    return timings, {"key": key, "dir": str(cache.path(key)), "cache_hit": hit}
+
+
+def evaluation_kwargs(cfg: DictConfig, datamodule: ProportionDataModule) -> dict:
+    """The dataset's protocol and the `eval` config as CamEvaluation arguments."""
+    return dict(num_classes=datamodule.num_classes, seed_background=datamodule.seed_background,
+                ignore_index=datamodule.ignore_index, metric_names=datamodule.metrics,
+                seed_thresholds=sweep_range(cfg.eval.seed_thresholds), wsol_size=cfg.eval.wsol_size,
+                box_thresholds=sweep_range(cfg.eval.box_thresholds), iou_thresholds=tuple(cfg.eval.iou_thresholds),
+                figure_images=cfg.eval.figure_images)
 
 
 def instantiate_all(group: DictConfig | None) -> list:

@@ -1,7 +1,7 @@
-"""`python -m src.run`: one job = train a classifier on a proportion of the data → (fit the BLS) → make CAMs
-of the evaluation split → score them → write `results.json`, a CAM figure, and log (CSV, W&B).
-
-`python -m src.run -m proportion=1,2,5 cam=cam,gradcam` sweeps (Hydra multirun).
+"""`python -m src.run`: one job = train a classifier on a proportion of the data (or load it from the cache)
+→ (fit the BLS) → make CAMs of the evaluation split → score them → write `results.json`, a CAM figure, and log
+(CSV, W&B). `python -m src.run -m proportion=1,2,5 cam=cam,gradcam` sweeps (Hydra multirun); a job whose
+results already exist for the same config is skipped, so a killed sweep resumes where it stopped.
 """
 from __future__ import annotations
 
@@ -10,53 +10,47 @@ import time
 from pathlib import Path
 
 import hydra
-import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-import src.resolvers  # noqa: F401  (registers ${safe_dirname:...})
+import src.resolvers  # noqa: F401  (registers ${safe_dirname:...} and ${named_or:...})
 from src.config_checks import ConfigError, check_group_overrides
 from src.evaluation import CamEvaluation
-from src.job import JobInputs, finish_loggers, method_callbacks, prepare_job, sweep_range
+from src.job import (config_fingerprint, evaluation_kwargs, finish_loggers, prepare_job, previous_results,
+                     train_or_load)
 from src.reporting import save_cam_grid, write_json_atomic
 
 
 def run_job(cfg: DictConfig) -> dict:
     """Run one job; returns the results dict also written to `<output_dir>/results.json`."""
     started = time.perf_counter()
-    job: JobInputs = prepare_job(cfg)  # validates the config, builds data, model, loggers
     out = Path(cfg.paths.output_dir)
-    timings = {}
+    done = previous_results(cfg)
+    if done is not None:
+        print(f"[skip] {out / 'results.json'} exists for this config (overwrite=true redoes it)")
+        return done
+    job = prepare_job(cfg)  # validates the config, builds data, model, loggers; raises ConfigError
     try:
-        trainer = hydra.utils.instantiate(cfg.trainer, logger=job.loggers,
-                                          callbacks=job.callbacks + method_callbacks(cfg))
-        tick = time.perf_counter()
-        trainer.fit(job.model, datamodule=job.datamodule)
-        timings["train_s"] = time.perf_counter() - tick
+        trainer = hydra.utils.instantiate(cfg.trainer, logger=job.loggers, callbacks=job.callbacks)
+        timings, classifier = train_or_load(cfg, job, trainer)
         extras = {"bls": job.model.bls} if getattr(job.model, "bls", None) is not None else {}
-        evaluation = CamEvaluation(
-            job.model.net, cfg.cam.name, job.target_layers, {**cfg.cam.get("options", {}), **extras},
-            num_classes=job.datamodule.num_classes, seed_background=job.datamodule.seed_background,
-            ignore_index=job.datamodule.ignore_index, metric_names=job.datamodule.metrics,
-            seed_thresholds=sweep_range(cfg.eval.seed_thresholds), wsol_size=cfg.eval.wsol_size,
-            box_thresholds=sweep_range(cfg.eval.box_thresholds), iou_thresholds=tuple(cfg.eval.iou_thresholds),
-            figure_images=cfg.eval.figure_images)
+        evaluation = CamEvaluation(job.model.net, cfg.cam.name, job.target_layers,
+                                   {**cfg.cam.get("options", {}), **extras}, **evaluation_kwargs(cfg, job.datamodule))
         trainer.test(evaluation, datamodule=job.datamodule, verbose=False)
         scores = evaluation.results()
-        timings.update(evaluation.timings)
-        timings["total_s"] = time.perf_counter() - started
+        timings.update(evaluation.timings, total_s=time.perf_counter() - started)
         results = {
             "dataset": job.dataset_name, "backbone": cfg.backbone.name, "cam": cfg.cam.name,
             "proportion": job.proportion, "seed": int(cfg.seed), "n_train": len(job.datamodule.subset_indices),
             "n_eval": len(job.datamodule.eval_set), "metrics": scores["metrics"], "details": scores["details"],
-            "timings": {k: round(v, 3) for k, v in timings.items()},
-            "bls": getattr(job.model, "bls_info", None),
-            "config": OmegaConf.to_container(cfg, resolve=True),
+            "timings": {k: round(v, 3) for k, v in timings.items()}, "classifier": classifier,
+            "bls": getattr(job.model, "bls_info", None), "config_fingerprint": config_fingerprint(cfg),
+            "config": job.resolved_config,
         }
         save_cam_grid(evaluation.figure_samples, list(job.datamodule.class_names), out / "cams.png",
                       job.datamodule.ignore_index)
         for logger in job.loggers:
             logger.log_metrics({f"eval/{k}": v for k, v in scores["metrics"].items() if v is not None})
-        write_json_atomic(out / "results.json", results)
+        write_json_atomic(out / "results.json", results)  # last: its presence means the job is complete
     finally:
         finish_loggers(job.loggers)
     summary = " ".join(f"{k}={v:.2f}" for k, v in results["metrics"].items() if isinstance(v, float))

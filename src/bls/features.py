@@ -1,0 +1,68 @@
+"""GAP features of named network stages over a dataloader, the BLS's input (METHOD.md §3 "Fit data")."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import nn
+
+
+def extract_gap_features(
+    net: nn.Module, dataloader: Iterable[dict], stages: Sequence[str], device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run `net` once over `dataloader` and global-average-pool the outputs of the `stages` modules.
+
+    Args:
+        net: the classifier; `stages` are names from `net.named_modules()` (e.g. `["layer3", "layer4"]`)
+            whose outputs are `[B, K_s, h, w]`.
+        dataloader: batches `{"image": [B, 3, H, W] float, "labels": [B, C] 0/1, "index": [B] long}`.
+        stages: stage names, concatenated in this order (BroadCAM must use the same order).
+        device: where the forward pass runs; the outputs stay there.
+
+    Returns:
+        features `[n, Σ K_s]` float32, labels `[n, C]` float32, indices `[n]` long (dataset indices).
+    The network's train/eval mode is restored afterwards.
+    """
+    modules = _stage_modules(net, stages)
+    pooled: dict[str, torch.Tensor] = {}
+
+    def keep_gap(name: str):
+        def hook(_module, _inputs, output):
+            if not isinstance(output, torch.Tensor) or output.ndim != 4:
+                shape = list(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+                raise ValueError(f"stage {name!r} must output [B, K, h, w], got {shape}")
+            pooled[name] = output.float().mean(dim=(2, 3))
+        return hook
+
+    handles = [module.register_forward_hook(keep_gap(name)) for name, module in modules.items()]
+    was_training = net.training
+    features, labels, indices = [], [], []
+    try:
+        net.eval()
+        with torch.no_grad():
+            for batch in dataloader:
+                net(batch["image"].to(device, non_blocking=True))
+                features.append(torch.cat([pooled[name] for name in stages], dim=1))
+                labels.append(batch["labels"].to(device, dtype=torch.float32))
+                indices.append(batch["index"].to(device, dtype=torch.long))
+    finally:
+        for handle in handles:
+            handle.remove()
+        net.train(was_training)
+    if not features:
+        raise ValueError("the dataloader yielded no batches: no features to fit the BLS on")
+    return torch.cat(features), torch.cat(labels), torch.cat(indices)
+
+
+def _stage_modules(net: nn.Module, stages: Sequence[str]) -> dict[str, nn.Module]:
+    if isinstance(stages, str) or len(stages) == 0:
+        raise ValueError(f"stages must be a non-empty list of module names, got {stages!r}")
+    if len(set(stages)) != len(stages):
+        raise ValueError(f"stages must not repeat, got {list(stages)}")
+    named = dict(net.named_modules())
+    missing = [name for name in stages if name not in named]
+    if missing:
+        top_level = [name for name in named if name and "." not in name]
+        raise KeyError(f"stages {missing} are not modules of {type(net).__name__}; top-level modules: {top_level}")
+    return {name: named[name] for name in stages}
