@@ -4,7 +4,8 @@ ResNet-50 @ 224, batch 8 (random weights, eval mode) for CAM and the Grad-CAM fa
 TorchCAM's CAM for `cam`); ResNet-18 with fewer images for Score-CAM, with 1 and 2 classes per image (the peer
 is called once per class). Prints a table and writes
 `{"device", "rows": [{"method", "model", "ms_per_image", "x_forward", "x_peer", "peer", "peer_ms_per_image"}]}`
-where x_forward = ours / bare forward of the same model and x_peer = ours / peer (median of `--repeats`).
+where x_forward = ours / bare forward of the same model and x_peer = ours / peer, each the median of the ratios
+within `--repeats` paired rounds (robust to a shared machine's changing load).
 
     python scripts/bench_cams.py [--quick] [--out outputs/bench/cams.json]
 """
@@ -34,19 +35,25 @@ from src.cams import create_cam  # noqa: E402
 GRAD_PEERS = {"gradcam": GradCAM, "gradcampp": GradCAMPlusPlus, "xgradcam": XGradCAM, "layercam": LayerCAM}
 
 
-def median_seconds(fn, repeats: int, device: torch.device) -> float:
-    """Median wall time of `fn()` over `repeats` runs, after one warm-up run."""
-    times = []
+def paired_seconds(fns: dict, repeats: int, device: torch.device) -> dict[str, list[float]]:
+    """Wall times of each `fns[name]()` over `repeats` rounds, after one warm-up round. Each round runs all of
+    them back to back, so that ratios taken within a round cancel slow drifts of a shared machine's load."""
+    times = {name: [] for name in fns}
     for run in range(repeats + 1):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if run:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            if run:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def median_ratio(numerator: list[float], denominator: list[float]) -> float:
+    return statistics.median(n / d for n, d in zip(numerator, denominator))
 
 
 def peer_targets(targets: torch.Tensor) -> list[ClassifierOutputTarget]:
@@ -66,13 +73,23 @@ def bench(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     rows = []
 
-    def add(method, model_name, images, ours, forward, peer=None, peer_name=None):
-        row = {"method": method, "model": model_name, "ms_per_image": 1e3 * ours / images,
-               "x_forward": ours / forward, "x_peer": None if peer is None else ours / peer,
-               "peer": peer_name, "peer_ms_per_image": None if peer is None else 1e3 * peer / images}
+    def add(method, model_name, images, forward, ours, peer=None, peer_name=None, repeats=args.repeats):
+        """Time `ours` (and `peer`) against the bare `forward`, paired round by round, and add a row."""
+        fns = {"forward": forward, "ours": ours} | ({"peer": peer} if peer else {})
+        times = paired_seconds(fns, repeats, device)
+        row = {
+            "method": method,
+            "model": model_name,
+            "ms_per_image": 1e3 * statistics.median(times["ours"]) / images,
+            "x_forward": median_ratio(times["ours"], times["forward"]),
+            "x_peer": median_ratio(times["ours"], times["peer"]) if peer else None,
+            "peer": peer_name,
+            "peer_ms_per_image": 1e3 * statistics.median(times["peer"]) / images if peer else None,
+        }
         rows.append(row)
-        print(f"{method:<22} {model_name:<14} {row['ms_per_image']:>10.1f} {row['x_forward']:>8.2f} "
-              f"{'' if peer is None else format(row['x_peer'], '8.2f'):>8} {peer_name or ''}", flush=True)
+        x_peer = "" if peer is None else f"{row['x_peer']:.2f}"
+        print(f"{method:<22} {model_name:<14} {row['ms_per_image']:>10.1f} {row['x_forward']:>8.2f} {x_peer:>8} "
+              f"{peer_name or ''}", flush=True)
 
     print(f"device: {device}, threads: {torch.get_num_threads()}")
     print(f"{'method':<22} {'model':<14} {'ms/image':>10} {'x_fwd':>8} {'x_peer':>8} peer")
@@ -84,62 +101,56 @@ def bench(args: argparse.Namespace) -> dict:
     targets = torch.randint(0, 1000, (batch,), device=device)
     name = f"resnet50@{size}"
 
-    def bare_forward():
+    def forward():
         with torch.no_grad():
             model(images)
 
     def full_backward():
         model.zero_grad(set_to_none=True)
         model(images).gather(1, targets[:, None]).sum().backward()
+        model.zero_grad(set_to_none=True)
 
-    forward = median_seconds(bare_forward, args.repeats, device)
     add("forward (no_grad)", name, batch, forward, forward)
-    add("forward+backward", name, batch, median_seconds(full_backward, args.repeats, device), forward)
-    model.zero_grad(set_to_none=True)
-
+    add("forward+backward", name, batch, forward, full_backward)
     with create_cam("cam", model, ["layer4"]) as ours, TorchCAM(model, "layer4", "fc") as peer:
-        add("cam", name, batch, median_seconds(lambda: ours(images, targets), args.repeats, device), forward,
-            median_seconds(lambda: torchcam_maps(peer, model, images, targets), args.repeats, device), "torchcam.CAM")
+        add("cam", name, batch, forward, lambda: ours(images, targets),
+            lambda: torchcam_maps(peer, model, images, targets), "torchcam.CAM")
     for method, peer_class in GRAD_PEERS.items():
         with create_cam(method, model, ["layer4"]) as ours, peer_class(model, [model.layer4]) as peer:
-            add(method, name, batch, median_seconds(lambda: ours(images, targets), args.repeats, device), forward,
-                median_seconds(lambda: peer(images, peer_targets(targets)), args.repeats, device),
-                f"pytorch_grad_cam.{peer_class.__name__}")
+            add(method, name, batch, forward, lambda: ours(images, targets),
+                lambda: peer(images, peer_targets(targets)), f"pytorch_grad_cam.{peer_class.__name__}")
     classes = 4
     several = torch.randint(0, 1000, (batch, classes), device=device)
     with create_cam("gradcam", model, ["layer4"]) as ours, GradCAM(model, [model.layer4]) as peer:
-        add(f"gradcam K={classes}", name, batch,
-            median_seconds(lambda: ours(images, several), args.repeats, device), forward,
-            median_seconds(lambda: [peer(images, peer_targets(several[:, k])) for k in range(classes)],
-                           args.repeats, device), f"pytorch_grad_cam.GradCAM x{classes}")
+        add(f"gradcam K={classes}", name, batch, forward, lambda: ours(images, several),
+            lambda: [peer(images, peer_targets(several[:, k])) for k in range(classes)],
+            f"pytorch_grad_cam.GradCAM x{classes}")
     with create_cam("gradcam", model, ["layer3", "layer4"]) as ours, GradCAM(model, [model.layer3, model.layer4]) as peer:
-        add("gradcam layer3+4", name, batch, median_seconds(lambda: ours(images, targets), args.repeats, device),
-            forward, median_seconds(lambda: peer(images, peer_targets(targets)), args.repeats, device),
-            "pytorch_grad_cam.GradCAM")
+        add("gradcam layer3+4", name, batch, forward, lambda: ours(images, targets),
+            lambda: peer(images, peer_targets(targets)), "pytorch_grad_cam.GradCAM")
 
-    # ----- ResNet-18: Score-CAM (one masked forward per channel) -------------------------------------------
+    # ----- ResNet-18: Score-CAM (one masked forward per channel and image) ---------------------------------
     batch, size = (1, 112) if args.quick else (args.scorecam_images, 224)
     model = torchvision.models.resnet18(weights=None).eval().to(device)
     images = torch.randn(batch, 3, size, size, device=device)
     two = torch.randint(0, 1000, (batch, 2), device=device)
     name = f"resnet18@{size}"
+    repeats = max(1, args.repeats // 2)  # a Score-CAM call is ~500 forwards
 
-    def bare_forward18():
+    def forward18():
         with torch.no_grad():
             model(images)
 
-    forward = median_seconds(bare_forward18, args.repeats, device)
-    add("forward (no_grad)", name, batch, forward, forward)
-    repeats = max(1, args.repeats // 2)  # a Score-CAM call is ~500 forwards
+    add("forward (no_grad)", name, batch, forward18, forward18)
     with create_cam("scorecam", model, ["layer4"], batch_size=args.scorecam_batch) as ours, \
             ScoreCAM(model, [model.layer4]) as peer:
         peer.batch_size = args.scorecam_batch
-        add("scorecam", name, batch, median_seconds(lambda: ours(images, two[:, 0]), repeats, device), forward,
-            median_seconds(lambda: peer(images, peer_targets(two[:, 0])), repeats, device), "pytorch_grad_cam.ScoreCAM")
-        add("scorecam K=2", name, batch, median_seconds(lambda: ours(images, two), repeats, device), forward,
-            median_seconds(lambda: [peer(images, peer_targets(two[:, k])) for k in range(2)], repeats, device),
-            "pytorch_grad_cam.ScoreCAM x2")
-    return {"device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device), "rows": rows}
+        add("scorecam", name, batch, forward18, lambda: ours(images, two[:, 0]),
+            lambda: peer(images, peer_targets(two[:, 0])), "pytorch_grad_cam.ScoreCAM", repeats)
+        add("scorecam K=2", name, batch, forward18, lambda: ours(images, two),
+            lambda: [peer(images, peer_targets(two[:, k])) for k in range(2)], "pytorch_grad_cam.ScoreCAM x2", repeats)
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    return {"device": device_name, "rows": rows}
 
 
 def main() -> None:

@@ -31,10 +31,11 @@ def mask_size_mismatches(files: SplitFiles) -> list[str]:
     for image, annotation in zip(files.images, files.annotations or []):
         mask = annotation[0] if isinstance(annotation, tuple) else annotation
         try:
-            if image_hw(mask) != image_hw(image):
-                found.append(f"{mask}: {image_hw(mask)} vs image {image_hw(image)}")
+            sizes = image_hw(mask), image_hw(image)
         except OSError:
             continue  # unreadable: reported by the decode pass
+        if sizes[0] != sizes[1]:
+            found.append(f"{mask}: {sizes[0]} (HxW) vs image {sizes[1]}")
     return found
 
 

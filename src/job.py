@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import hydra
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning import Trainer
 from pytorch_lightning.loggers import Logger
@@ -46,7 +47,7 @@ def prepare_job(cfg: DictConfig) -> JobInputs:
         spec = backbone_spec(cfg.backbone.name)
         if cfg.cam.name not in CAM_METHODS:
             raise KeyError(f"cam.name={cfg.cam.name!r} is unknown; expected one of {sorted(CAM_METHODS)}")
-        datamodule = hydra.utils.instantiate(cfg.data)
+        datamodule = instantiate_datamodule(cfg.data)
         model = Classifier(cfg.backbone.name, datamodule.num_classes, cfg.backbone.weights,
                            cfg.backbone.output_stride, **cfg.train)
         target_layers = check_layers(model.net, cfg.cam.get("target_layers") or spec.cam_layers, "cam.target_layers")
@@ -115,6 +116,14 @@ def evaluation_kwargs(cfg: DictConfig, datamodule: ProportionDataModule) -> dict
                 seed_thresholds=sweep_range(cfg.eval.seed_thresholds), wsol_size=cfg.eval.wsol_size,
                 box_thresholds=sweep_range(cfg.eval.box_thresholds), iou_thresholds=tuple(cfg.eval.iou_thresholds),
                 figure_images=cfg.eval.figure_images)
+
+
+def instantiate_datamodule(data_cfg: DictConfig) -> ProportionDataModule:
+    """The configured DataModule; a constructor's own error (e.g. a missing root) surfaces unwrapped."""
+    try:
+        return hydra.utils.instantiate(data_cfg)
+    except InstantiationException as error:
+        raise (error.__cause__ or error) from None
 
 
 def instantiate_all(group: DictConfig | None) -> list:

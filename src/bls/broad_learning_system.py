@@ -50,7 +50,9 @@ class BroadLearningSystem:
         alpha: ridge strength on the old-sklearn `normalize=True` scale (the original uses 50).
         step: channels per enhancement node (the original uses 256).
 
-    After `fit`, all state is float64 on the features' device; `to(device)` moves it.
+    After `fit`, all state is float64 on the features' device; `to(device)` moves it. `stages` (set by
+    `fit_bls`, saved with the model) names the feature blocks in concatenation order, so BroadCAM can check
+    that it concatenates the same layers in the same order.
     """
 
     def __init__(self, alpha: float = 50.0, step: int = 256):
@@ -60,6 +62,7 @@ class BroadLearningSystem:
             raise ValueError(f"step must be a positive integer, got {step}")
         self.alpha = float(alpha)
         self.step = int(step)
+        self.stages: list[str] | None = None
         self._state: dict[str, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ fitting
@@ -129,10 +132,11 @@ class BroadLearningSystem:
         return self
 
     def save(self, path: str | Path) -> None:
-        """Write plain CPU tensors (`torch.save` of a dict, loadable with `weights_only=True`)."""
-        payload = {k: v.detach().cpu() for k, v in self._fitted().items()}
+        """Write plain CPU tensors and the stage names (`torch.save` of a dict; load with `weights_only=True`)."""
+        payload: dict = {k: v.detach().cpu() for k, v in self._fitted().items()}
         payload["alpha"] = torch.tensor(self.alpha, dtype=torch.float64)
         payload["step"] = torch.tensor(self.step)
+        payload["stages"] = None if self.stages is None else [str(name) for name in self.stages]
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         torch.save(payload, path)
 
@@ -143,6 +147,7 @@ class BroadLearningSystem:
         if missing:
             raise KeyError(f"{path} is not a saved BroadLearningSystem: missing {sorted(missing)}")
         bls = cls(alpha=float(payload.pop("alpha")), step=int(payload.pop("step")))
+        bls.stages = payload.pop("stages", None)
         bls._state = payload
         return bls
 

@@ -21,7 +21,7 @@ def fit_bls(
 ) -> tuple[BroadLearningSystem, dict]:
     """Extract GAP features of `stages` (in that order) over `dataloader` and fit a BLS on them.
 
-    Returns the fitted BLS (on `device`) and `info`: `fit_s`, `extract_s` (seconds), `n`, `d`, `C`,
+    Returns the fitted BLS (on `device`, `bls.stages` = `stages`) and `info`: `fit_s`, `extract_s` (seconds), `n`, `d`, `C`,
     `stages` (list of str) and `indices` (`[n]` long, the dataset indices it was fitted on, in order).
     """
     stages = [str(name) for name in stages]
@@ -30,6 +30,7 @@ def fit_bls(
     extract_s = time.perf_counter() - start
     start = time.perf_counter()
     bls = BroadLearningSystem(alpha=alpha, step=step).fit(features, labels)
+    bls.stages = stages
     if features.is_cuda:
         torch.cuda.synchronize(features.device)
     fit_s = time.perf_counter() - start

@@ -15,12 +15,14 @@ class ScoreCAM(CamEngine):
     """`w^c = softmax_k y^c(X ⊙ norm(up(A_k)))` over the channels k, as pytorch-grad-cam.
 
     One set of masked forwards per image serves all its K classes; masked inputs go `batch_size` at a time
-    (memory ∝ batch_size); constant channels all give the same all-zero input, forwarded once.
+    (memory ∝ batch_size, never all channels at once); constant channels all give the same all-zero input, forwarded once.
     """
 
     needs_gradients = False
 
     def __init__(self, model: nn.Module, target_layers: str | Sequence[str], *, batch_size: int = 32, **options):
+        if batch_size is None:
+            raise ValueError("scorecam needs an integer batch_size (masked inputs per forward), got None")
         super().__init__(model, target_layers, batch_size=batch_size, **options)
 
     def channel_weights(self, view: CamView, layer: int) -> Tensor:
@@ -33,6 +35,7 @@ class ScoreCAM(CamEngine):
             scores[constant] = blank_scores[:, None].expand_as(scores)[constant]
         for chunk in constant.logical_not().nonzero().split(self.batch_size):
             image_index, channel = chunk.unbind(1)
+            # align_corners=True as pytorch-grad-cam's masks (UpsamplingBilinear2d); with 2×2 maps it matters.
             masks = F.interpolate(
                 activations[image_index, channel][:, None], size=images.shape[-2:], mode="bilinear", align_corners=True
             )

@@ -81,14 +81,15 @@ class BCSSDataModule(FileSplitDataModule):
             if label is not None:
                 kept.append(i)
                 labels.append(label)
-        return SplitFiles([images[i].stem for i in kept], [images[i] for i in kept], stack_labels(labels, len(BCSS_CLASSES)),
-                          [masks[i] for i in kept])
+        return SplitFiles([images[i].stem for i in kept], [images[i] for i in kept],
+                          stack_labels(labels, len(BCSS_CLASSES)), [masks[i] for i in kept])
 
     def _list_patches(self, folder: Path, policy: CorruptFilePolicy) -> SplitFiles:
         images = _pngs(folder)
         labels = [name_labels(p) for p in images]
         kept = [i for i, image in enumerate(images) if policy.keep([image])]
-        return SplitFiles([images[i].stem for i in kept], [images[i] for i in kept], stack_labels([labels[i] for i in kept], len(BCSS_CLASSES)),
+        return SplitFiles([images[i].stem for i in kept], [images[i] for i in kept],
+                          stack_labels([labels[i] for i in kept], len(BCSS_CLASSES)),
                           masks_absent=f"the training patches under {folder} have image labels only (no masks)")
 
 

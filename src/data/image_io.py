@@ -106,7 +106,8 @@ def read_class_mask(path: Path, image_hw: tuple[int, int], allowed: np.ndarray) 
 def check_mask_values(mask: np.ndarray, path: Path, allowed: np.ndarray) -> None:
     bad = np.flatnonzero(np.bincount(mask.ravel(), minlength=256).astype(bool) & ~allowed)
     if len(bad):
-        raise DatasetError(f"{path}: mask holds values {bad.tolist()}; expected only {np.flatnonzero(allowed).tolist()}")
+        raise DatasetError(f"{path}: mask holds values {bad.tolist()}; "
+                           f"expected only {np.flatnonzero(allowed).tolist()}")
 
 
 def read_gray(path: Path) -> np.ndarray:

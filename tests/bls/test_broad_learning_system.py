@@ -87,11 +87,13 @@ def test_class_without_positive_image_gets_zero_weights_and_disables_h_nodes():
 def test_save_load_round_trip_is_exact(tmp_path):
     features, labels = gap_like_problem(60, 40, 5)
     bls = BroadLearningSystem(alpha=20.0, step=4).fit(features, labels)
+    bls.stages = ["layer3", "layer4"]
     bls.save(tmp_path / "sub" / "bls.pt")
     payload = torch.load(tmp_path / "sub" / "bls.pt", weights_only=True)
+    assert payload.pop("stages") == ["layer3", "layer4"]
     assert all(isinstance(value, torch.Tensor) for value in payload.values())
     loaded = BroadLearningSystem.load(tmp_path / "sub" / "bls.pt")
-    assert (loaded.alpha, loaded.step) == (20.0, 4)
+    assert (loaded.alpha, loaded.step, loaded.stages) == (20.0, 4, ["layer3", "layer4"])
     assert torch.equal(loaded.cam_weights, bls.cam_weights)
     assert torch.equal(loaded.predict(features), bls.predict(features))
 

@@ -137,8 +137,7 @@ def test_eval_masks_boxes_and_shapes(oi):
 
 
 def test_masks_are_read_at_the_evaluation_size(oi):
-    dm = datamodule(oi.root, eval_split="val")
-    dm.image_size = 224
+    dm = OpenImagesDataModule(str(oi.root), num_classes=3, image_size=224, eval_split="val")
     sample = dm.build_dataset("val", train=False)[0]
     assert sample["image"].shape == (3, 224, 224) and sample["mask"].shape == (224, 224)
     image = oi.splits["val"][0]
@@ -169,7 +168,8 @@ def test_missing_root_and_metadata(tmp_path, oi_copy):
     with pytest.raises(DatasetError, match=re.escape(str(tmp_path / "nowhere"))):
         datamodule(tmp_path / "nowhere")
     (oi_copy / "metadata" / "OpenImages" / "test" / "image_ids.txt").unlink()
-    with pytest.raises(DatasetError, match=re.escape(str(oi_copy / "metadata" / "OpenImages" / "test" / "image_ids.txt"))):
+    ids = oi_copy / "metadata" / "OpenImages" / "test" / "image_ids.txt"
+    with pytest.raises(DatasetError, match=re.escape(f"{ids}: metadata file of OpenImages split 'test' not found")):
         datamodule(oi_copy).split_files("test")
 
 

@@ -81,7 +81,7 @@ def test_labels_from_xml_where_masks_are_absent(voc_copy, voc):
     features = dm.build_dataset("train_aug", train=False)  # BLS features of the training split need no mask
     assert set(features[0]) == {"image", "labels", "index", "id"}
     dm.eval_split = "train_aug"
-    with pytest.raises(DatasetError, match="cannot be evaluated: 13 of 13 masks not found under .*SegmentationClassAug"):
+    with pytest.raises(DatasetError, match="cannot be evaluated: 13 of 13 masks not found under .*ClassAug"):
         dm.build_dataset("train_aug", train=False)
 
 
@@ -151,13 +151,16 @@ def test_missing_root(tmp_path):
 
 def test_missing_split_file(voc_copy):
     (voc_copy / "ImageSets" / "Segmentation" / "train_aug.txt").unlink()
-    with pytest.raises(DatasetError, match="trainaug.txt"):
+    listing = voc_copy / "ImageSets" / "Segmentation" / "train_aug.txt"
+    expected = re.escape(f"{listing}: missing list of VOC split 'train_aug'") + ".*trainaug.txt"
+    with pytest.raises(DatasetError, match=expected):
         datamodule(voc_copy).split_files("train_aug")
 
 
 def test_listed_image_absent(voc_copy):
-    (voc_copy / "JPEGImages" / "2007_000039.jpg").unlink()
-    with pytest.raises(DatasetError, match="2007_000039.jpg: image listed in .*not found"):
+    image = voc_copy / "JPEGImages" / "2007_000039.jpg"
+    image.unlink()
+    with pytest.raises(DatasetError, match=re.escape(f"{image}: image listed in") + ".*not found"):
         datamodule(voc_copy).split_files("train")
 
 
@@ -210,6 +213,11 @@ def test_check_dataset_reports_counts_and_exit_codes(voc_copy, capsys):
     assert check.main(["data=voc2012", f"data.root={voc_copy}", "data.cache_dir=null"]) == 0
     out = capsys.readouterr().out
     assert "train_aug" in out and "13 images, published 10,582" in out and "usable" in out
+    val_mask = voc_copy / "SegmentationClass" / "2007_000123.png"
+    with Image.open(val_mask) as mask:
+        mask.resize((WIDTH, HEIGHT + 2), Image.NEAREST).save(val_mask)
+    assert check.main(["data=voc2012", f"data.root={voc_copy}", "data.cache_dir=null"]) == 0  # val: no role
+    assert f"1 mask/image size mismatches, e.g. {val_mask}: (34, 40)" in capsys.readouterr().out
     (voc_copy / "SegmentationClass" / "2007_000032.png").unlink()
     assert check.main(["data=voc2012", f"data.root={voc_copy}", "data.cache_dir=null"]) == 1
     assert "UNUSABLE: evaluation split 'train' has no masks" in capsys.readouterr().out
