@@ -29,14 +29,13 @@ def classifier_key_fields(cfg: DictConfig) -> dict:
     """What determines a trained classifier: dataset (and its root), backbone and weights, proportion,
     seed and training config."""
     data = OmegaConf.to_container(cfg.data, resolve=True)
-    trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
     return {
         "data": {k: v for k, v in data.items() if k not in _DATA_KEYS_NOT_IN_KEY},
         "backbone": OmegaConf.to_container(cfg.backbone, resolve=True),
         "proportion": float(cfg.proportion),
         "seed": int(cfg.seed),
         "train": OmegaConf.to_container(cfg.train, resolve=True),
-        "trainer": {k: v for k, v in trainer.items() if k in _TRAINER_KEYS_IN_KEY},
+        "trainer": {k: cfg.trainer[k] for k in sorted(_TRAINER_KEYS_IN_KEY) if k in cfg.trainer},
     }
 
 

@@ -71,28 +71,33 @@ class BroadLearningSystem:
         x, y = _validated_inputs(features, labels)
         n, d = x.shape
         mean = x.mean(0)
-        z = x.sub_(mean)  # x is our own float64 copy: standardise in place
-        std = torch.linalg.vector_norm(z, dim=0) / n**0.5
+        centred = x.sub_(mean)  # x is our own float64 copy
+        # Z = centred · diag(1/σ) is never materialised in the primal form: 1/σ is folded into G, R and θ.
+        gram = _symmetric_gram(centred) if n >= d else None
+        squared_norms = gram.diagonal() if gram is not None else centred.square().sum(0)
+        std = (squared_norms / n).sqrt()
         if not torch.isfinite(std).all():  # NaN/inf anywhere propagates into its column's statistics
             raise ValueError("features contain NaN or inf")
-        # StandardScaler's constant-feature test: σ below the rounding of μ means constant, and σ → 1
+        # StandardScaler's constant-feature test (σ within the rounding of μ); σ → 1 there and Z's column → 0
         constant = std <= n * torch.finfo(torch.float64).eps * mean.abs()
         scale = torch.where(constant, torch.ones_like(std), std)
-        z.div_(scale)
-        z[:, constant] = 0.0
+        inv_scale = torch.where(constant, torch.zeros_like(std), 1.0 / scale)
         y_centred = y - y.mean(0)
 
-        solver = _PrimalRidge(z, self.alpha) if n >= d else _DualRidge(z, self.alpha)
+        if gram is not None:
+            solver = _PrimalRidge(centred, gram, inv_scale, self.alpha)
+        else:
+            solver = _DualRidge(centred, inv_scale, self.alpha)
         pre_weight = solver.solve_z(y_centred) / scale[:, None]  # pre_W, raw-feature units [d, C]
 
         theta = enhancement_projection(pre_weight, self.step)  # [d, m·C]
-        d_nodes = z @ theta
+        d_nodes = solver.project(theta)  # D = Z θ [n, m·C]
         h_offset = d_nodes.amin(0)
         h_scale = d_nodes.amax(0) + _H_EPS
         weight_z, weight_h = solver.solve_z_h(y_centred, theta / h_scale)
 
         h_mean = (d_nodes.mean(0) - h_offset) / h_scale
-        intercept = y.mean(0) - z.mean(0) @ weight_z - h_mean @ weight_h
+        intercept = y.mean(0) - h_mean @ weight_h  # Z has zero column means
         coef = weight_z / scale[:, None] + (theta / h_scale / scale[:, None]) @ weight_h
         self._state = dict(
             mean=mean, scale=scale, theta=theta, h_offset=h_offset, h_scale=h_scale,
@@ -176,19 +181,26 @@ def enhancement_projection(pre_weight: torch.Tensor, step: int) -> torch.Tensor:
 
 
 class _PrimalRidge:
-    """Old-sklearn normalize=True ridges on standardised Z [n, d] (n ≥ d): one d×d Cholesky, reused."""
+    """Old-sklearn normalize=True ridges on Z = centred·diag(inv_scale) (n ≥ d): one d×d Cholesky, reused.
 
-    def __init__(self, z: torch.Tensor, alpha: float):
-        self.z, self.alpha = z, alpha
-        self.gram = _symmetric_gram(z)
+    `gram` (centredᵀ centred, [d, d]) is scaled into Zᵀ Z in place.
+    """
+
+    def __init__(self, centred: torch.Tensor, gram: torch.Tensor, inv_scale: torch.Tensor, alpha: float):
+        self.centred, self.inv_scale, self.alpha = centred, inv_scale, alpha
+        self.gram = gram.mul_(inv_scale[:, None]).mul_(inv_scale)
         self.penalty = _penalty(self.gram.diagonal().clone(), alpha)
         # factor G + P without a second d×d buffer, then take P back off the diagonal
         self.gram.diagonal().add_(self.penalty)
         self.chol = torch.linalg.cholesky(self.gram)
         self.gram.diagonal().sub_(self.penalty)
 
+    def project(self, theta: torch.Tensor) -> torch.Tensor:
+        return self.centred @ (self.inv_scale[:, None] * theta)
+
     def solve_z(self, y_centred: torch.Tensor) -> torch.Tensor:
-        self.pre = _cholesky_solve(self.chol, self.z.T @ y_centred)  # [d, C], Z units
+        rhs = (self.centred.T @ y_centred) * self.inv_scale[:, None]  # Zᵀ Yᶜ
+        self.pre = _cholesky_solve(self.chol, rhs)  # [d, C], Z units
         return self.pre
 
     def solve_z_h(self, y_centred: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -212,11 +224,14 @@ class _PrimalRidge:
 class _DualRidge:
     """The same ridges in kernel form for n < d: W = P⁻¹ Aᵀ (A P⁻¹ Aᵀ + I)⁻¹ Yᶜ."""
 
-    def __init__(self, z: torch.Tensor, alpha: float):
-        self.z, self.alpha = z, alpha
-        self.z_scaled = z / _penalty((z * z).sum(0), alpha)  # Z P⁻¹
-        self.kernel = self.z_scaled @ z.T
+    def __init__(self, centred: torch.Tensor, inv_scale: torch.Tensor, alpha: float):
+        self.z, self.alpha = centred * inv_scale, alpha
+        self.z_scaled = self.z / _penalty(self.z.square().sum(0), alpha)  # Z P⁻¹
+        self.kernel = self.z_scaled @ self.z.T
         self.kernel.diagonal().add_(1.0)
+
+    def project(self, theta: torch.Tensor) -> torch.Tensor:
+        return self.z @ theta
 
     def solve_z(self, y_centred: torch.Tensor) -> torch.Tensor:
         dual = _cholesky_solve(torch.linalg.cholesky(self.kernel), y_centred)

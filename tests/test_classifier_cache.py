@@ -1,0 +1,35 @@
+"""The classifier cache: keys from what determines a classifier, complete entries only, subset checked."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from src.classifier_cache import ClassifierCache, classifier_key
+from src.models import build_backbone
+from tests.helpers import compose_config
+
+
+def test_key_follows_what_determines_the_classifier():
+    base = classifier_key(compose_config([]))
+    assert classifier_key(compose_config([])) == base
+    for changed in ("proportion=5", "seed=1", "backbone=resnet50", "train.lr=0.01", "data.image_size=64",
+                    "trainer.max_steps=7", "backbone.weights=IMAGENET1K_V1"):
+        assert classifier_key(compose_config([changed])) != base, changed
+    for same in ("cam=cam", "data.eval_split=test", "data.eval_batch_size=3", "logger=none", "eval.wsol_size=100"):
+        assert classifier_key(compose_config([same])) == base, same
+
+
+def test_save_then_load_restores_the_network(tmp_path):
+    cache = ClassifierCache(tmp_path)
+    net = build_backbone("resnet18", 3)
+    with cache.lock("k1"):
+        assert not cache.has("k1")
+        cache.save("k1", net, ["a", "b"], {"num_classes": 3})
+    assert cache.has("k1") and not list(cache.root.glob(".*.tmp"))
+    other = build_backbone("resnet18", 3)
+    meta = cache.load_into("k1", other, ["a", "b"])
+    assert meta["num_classes"] == 3
+    for (name, a), (_, b) in zip(net.state_dict().items(), other.state_dict().items()):
+        assert torch.equal(a, b), name
+    with pytest.raises(RuntimeError, match="subset differs"):
+        cache.load_into("k1", other, ["a", "c"])
