@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -75,15 +76,19 @@ def main() -> None:
     args = parser.parse_args()
 
     sizes = SIZES[1:] if args.quick else SIZES
+    load_before = os.getloadavg()[0]
     rows = [bench_row(*size, alpha=args.alpha, step=args.step, repeats=args.repeats) for size in sizes]
-    print(f"torch threads: {torch.get_num_threads()}")
+    # the machine may be shared: its load average says how many cores these timings really had
+    load = {"before": load_before, "after": os.getloadavg()[0], "cpus": os.cpu_count()}
+    print(f"torch threads: {torch.get_num_threads()}, load average {load['before']:.1f} -> {load['after']:.1f} "
+          f"on {load['cpus']} CPUs")
     print(f"{'n':>6} {'d':>5} {'C':>3} {'ours s':>8} {'original s':>10} {'speedup':>8} {'max rel err':>12} {'H nodes':>7}")
     for row in rows:
         print(f"{row['n']:>6} {row['d']:>5} {row['C']:>3} {row['seconds']:>8.3f} {row['reference_seconds']:>10.2f} "
               f"{row['speedup']:>7.1f}x {row['max_rel_err']:>12.2e} {row['enhancement_nodes']:>7}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"torch_threads": torch.get_num_threads(), "rows": rows}, indent=2))
+    out.write_text(json.dumps({"torch_threads": torch.get_num_threads(), "load_average": load, "rows": rows}, indent=2))
     print(f"wrote {out}")
 
 

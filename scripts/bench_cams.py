@@ -75,8 +75,9 @@ def bench(args: argparse.Namespace) -> dict:
 
     def add(method, model_name, images, forward, ours, peer=None, peer_name=None, repeats=args.repeats):
         """Time `ours` (and `peer`) against the bare `forward`, paired round by round, and add a row."""
-        fns = {"forward": forward, "ours": ours} | ({"peer": peer} if peer else {})
+        fns = {"forward": forward} | ({} if ours is forward else {"ours": ours}) | ({"peer": peer} if peer else {})
         times = paired_seconds(fns, repeats, device)
+        times["ours"] = times["ours"] if "ours" in times else times["forward"]
         row = {
             "method": method,
             "model": model_name,

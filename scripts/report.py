@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         written = build_report(args.dirs, out, args.grid_images, args.cell_px, args.device, dict(args.data))
     except (FileNotFoundError, KeyError, ValueError) as error:
-        print(f"error: {error.args[0] if error.args else error!r}", file=sys.stderr)
+        message = error.args[0] if error.args else repr(error)
+        print(f"error: {message}", file=sys.stderr)
         return 2
     print(f"wrote {len(written)} files:")
     for path in written:

@@ -3,8 +3,8 @@
 Reading of the original (`linjiatai/BroadCAM`, `utils/broadcam_final.py`, class `BLS`), which this module
 reproduces up to float64 rounding:
 
-- Feature nodes `Z = (X - μ) / σ` (StandardScaler, population σ; a constant column gets σ = 1, and we set
-  its Z column to exactly 0 so that rounding in μ cannot leak into it).
+- Feature nodes `Z = (X - μ) / σ` (StandardScaler, population σ; a constant column gets σ = 1 and an
+  exactly-zero Z column, so that rounding in μ cannot leak into it; its weights are then exactly 0).
 - Both ridges are sklearn's `Ridge(alpha, normalize=True, fit_intercept=True)` of sklearn < 1.2: columns are
   centred and divided by their centred L2 norm `s_j` before an ordinary ridge with `alpha`. In the units of
   the columns that is the generalised ridge `(Aᶜᵀ Aᶜ + α·diag(s²)) W = Aᶜᵀ Yᶜ` (s_j = 1 for a zero column).
@@ -18,8 +18,9 @@ reproduces up to float64 rounding:
 - Enhancement nodes: for class c and node j, θ averages the j-th block of `step` channels ranked by
   `pre_W[:, c]`, weighted by `pre_W`; `D = Z θ`, `H = (D − min D) / (max D + 1e-8)` column-wise.
 - Collapse: the whole model is affine in X, `coef = W_Z / σ + (θ / σ) · diag(1 / (max D + 1e-8)) · W_H`.
-  The original divides by `max D` without the 1e-8 there; we keep the 1e-8 so that `predict(X) − X·coef`
-  is exactly constant per class (a relative difference of 1e-8 / max D).
+  The original divides by `max D` without the 1e-8 there; we keep the 1e-8 (as METHOD.md §2.5) so that
+  `predict(X) − X·coef` is exactly constant per class. The two differ by ~1e-8 / max D relative, which is
+  ~1e-4 at VOC scale, where α·n makes pre_W and hence max D tiny (see scripts/bench_bls.py).
 
 Departures, all on inputs where the original fails or is undefined:
 - `m = 0` (some class has fewer than `step` positive pre-weights): no enhancement nodes (the original raises
@@ -28,8 +29,9 @@ Departures, all on inputs where the original fails or is undefined:
   cam weights are exactly 0 and its intercept is its constant label. Because `m` is a minimum over classes,
   such a class also turns the enhancement nodes off for every class, as in the original.
 
-Solver: float64 throughout. n ≥ d: primal normal equations with one d×d Cholesky; the output ridge reuses it
-through the Schur complement of the `[Z, H]` Gram, since `Hᶜ = Z U` with `U = θ / (max D + 1e-8)`.
+Solver: float64 throughout, all classes at once. n ≥ d: primal normal equations; one Gram of the centred
+features (1/σ folded in afterwards, so Z is never materialised) and one d×d Cholesky, which the output ridge
+reuses through the Schur complement of the `[Z, H]` Gram, since `Hᶜ = Z U` with `U = θ / (max D + 1e-8)`.
 n < d: dual (kernel) form with n×n Cholesky factors.
 """
 
@@ -227,7 +229,7 @@ class _DualRidge:
     def __init__(self, centred: torch.Tensor, inv_scale: torch.Tensor, alpha: float):
         self.z, self.alpha = centred * inv_scale, alpha
         self.z_scaled = self.z / _penalty(self.z.square().sum(0), alpha)  # Z P⁻¹
-        self.kernel = self.z_scaled @ self.z.T
+        self.kernel = self.z_scaled @ self.z.T  # Z P⁻¹ Zᵀ [n, n]
         self.kernel.diagonal().add_(1.0)
 
     def project(self, theta: torch.Tensor) -> torch.Tensor:

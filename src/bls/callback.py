@@ -21,8 +21,8 @@ def fit_bls(
 ) -> tuple[BroadLearningSystem, dict]:
     """Extract GAP features of `stages` (in that order) over `dataloader` and fit a BLS on them.
 
-    Returns the fitted BLS (on `device`, `bls.stages` = `stages`) and `info`: `fit_s`, `extract_s` (seconds), `n`, `d`, `C`,
-    `stages` (list of str) and `indices` (`[n]` long, the dataset indices it was fitted on, in order).
+    Returns the fitted BLS (on `device`, `bls.stages` = `stages`) and `info`: `fit_s`, `extract_s` (seconds),
+    `n`, `d`, `C`, `stages` (list of str) and `indices` (`[n]` long, the dataset indices fitted on, in order).
     """
     stages = [str(name) for name in stages]
     start = time.perf_counter()

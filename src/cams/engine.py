@@ -60,15 +60,11 @@ def normalize_maps(maps: Tensor) -> Tensor:
     return (maps - low) / span
 
 
-def fuse_layer_maps(maps: list[Tensor], rule: str) -> Tensor:
-    """Fuse per-layer maps `[B, K, H, W]` (≥ 0, same size) into one: each is min-max normalised first, then
-    "mean" (pytorch-grad-cam), "max", or "tanh-max" (TorchCAM / LayerCAM paper: tanh(2·x), element-wise max)."""
-    stacked = torch.stack([normalize_maps(m) for m in maps])
-    if rule == "mean":
-        return stacked.mean(dim=0)
-    if rule == "tanh-max":
-        stacked = torch.tanh(2 * stacked)
-    return stacked.amax(dim=0)
+def scale_for_fusion(maps: Tensor, rule: str) -> Tensor:
+    """Bring one layer's maps `[B, K, h, w]` (≥ 0) to the common scale that `rule` fuses: min-max normalised
+    (both peers do it at the layer's own resolution), then tanh(2·x) for "tanh-max" (TorchCAM / LayerCAM paper)."""
+    maps = normalize_maps(maps)
+    return torch.tanh(2 * maps) if rule == "tanh-max" else maps
 
 
 @dataclass
@@ -113,7 +109,11 @@ class CamEngine:
         model: classifier returning logits `[B, N]`.
         target_layers: a name or names from `model.named_modules()`.
         batch_size: the most images per forward (None: the whole batch); Score-CAM's masked forwards too.
-        fusion: how several target layers' maps are fused, one of `FUSIONS`.
+        fusion: how several target layers' maps are fused, one of `FUSIONS`: each layer's map is min-max
+            normalised at its own resolution ("tanh-max": then tanh(2·x)), upsampled, and averaged ("mean",
+            pytorch-grad-cam) or maxed element-wise ("max", "tanh-max" as TorchCAM / the LayerCAM paper). The
+            fusion happens at the input size (TorchCAM fuses at the largest layer's size), so "tanh-max"
+            differs from TorchCAM where the layers' sizes differ.
         scales: test-time scales; each scale's map is computed on the resized image and resized back.
         flip: also use the horizontally flipped image of every scale (its map is flipped back).
         normalize: min-max normalise each final map to [0, 1]; False returns the raw sum over views of the
@@ -253,13 +253,19 @@ class CamEngine:
 
     def _upsample_and_fuse(self, layer_maps: list[Tensor], size: tuple[int, int]) -> Tensor:
         """Per-layer raw maps `[B, K, h_l, w_l]` → one map `[B, K, H, W]` ≥ 0."""
+        fusing = len(layer_maps) > 1
         upsampled = []
         for maps in layer_maps:
             maps = maps.float().relu() if self.relu_before_upsample else maps.float()
+            if fusing:
+                maps = scale_for_fusion(maps.relu(), self.fusion)
             if tuple(maps.shape[-2:]) != tuple(size):
                 maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
             upsampled.append(maps.relu())
-        return upsampled[0] if len(upsampled) == 1 else fuse_layer_maps(upsampled, self.fusion)
+        if not fusing:
+            return upsampled[0]
+        stacked = torch.stack(upsampled)
+        return stacked.mean(dim=0) if self.fusion == "mean" else stacked.amax(dim=0)
 
     @staticmethod
     def _check_logits(logits: Tensor) -> Tensor:

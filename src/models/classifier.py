@@ -14,11 +14,14 @@ class Classifier(pl.LightningModule):
     so CAM methods hook its stages by name (`layer3`, `layer4`, …)."""
 
     def __init__(self, backbone: str, num_classes: int, weights: str | None = None, output_stride: int = 32,
-                 optimizer: str = "adamw", lr: float = 1e-3, weight_decay: float = 1e-4, momentum: float = 0.9):
+                 optimizer: str = "adamw", lr: float = 1e-3, weight_decay: float = 1e-4, momentum: float = 0.9,
+                 scheduler: str = "onecycle"):
         super().__init__()
         self.save_hyperparameters()
         if optimizer not in ("adamw", "sgd"):
             raise ValueError(f"train.optimizer={optimizer!r}; expected 'adamw' or 'sgd'")
+        if scheduler not in ("onecycle", "none"):
+            raise ValueError(f"train.scheduler={scheduler!r}; expected 'onecycle' or 'none'")
         self.net = build_backbone(backbone, num_classes, weights, output_stride)
         self.loss = nn.BCEWithLogitsLoss()
         self.train_map = MultilabelAveragePrecision(num_labels=num_classes, average="macro")
@@ -46,5 +49,13 @@ class Classifier(pl.LightningModule):
     def configure_optimizers(self):
         h = self.hparams
         if h.optimizer == "sgd":
-            return torch.optim.SGD(self.parameters(), lr=h.lr, momentum=h.momentum, weight_decay=h.weight_decay)
-        return torch.optim.AdamW(self.parameters(), lr=h.lr, weight_decay=h.weight_decay)
+            optimizer = torch.optim.SGD(self.parameters(), lr=h.lr, momentum=h.momentum, weight_decay=h.weight_decay)
+        else:
+            optimizer = torch.optim.AdamW(self.parameters(), lr=h.lr, weight_decay=h.weight_decay)
+        if h.scheduler == "none":
+            return optimizer
+        # Warm-up then cosine decay over the whole step budget: short CPU budgets converge far better.
+        steps = self.trainer.estimated_stepping_batches
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=h.lr, total_steps=max(int(steps), 1),
+                                                       pct_start=0.15)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -1,0 +1,117 @@
+"""Benchmark: the demo grid with classifier reuse vs with `force_retrain=true`.
+
+Runs `python -m src.run -m experiment=synthetic_demo <grid>` twice in subprocesses, each with a fresh classifier
+cache and a fresh sweep dir: once as is (each proportion's classifier is trained by its first job and loaded
+by the other CAM methods) and once with `force_retrain=true` (every job trains). The synthetic data is
+rendered once beforehand, so neither run pays for it.
+
+    python scripts/bench_sweep.py [--quick] [--grid proportion=1,2,5 cam=broadcam,gradcam] [--out FILE]
+
+`--quick` shrinks the jobs (64 px, 400 training images, 60 steps, 16 evaluation images). Classifiers trained
+are counted from the results (`classifier.cache_hit`) and cross-checked with the `[cache hit]` lines.
+JSON: {"classifiers_trained", "seconds", "seconds_force_retrain", "ratio", ...}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import hydra  # noqa: E402
+
+from tests.helpers import compose_config  # noqa: E402
+
+GRID = ["proportion=1,2,5", "cam=broadcam,gradcam"]
+QUICK = ["data.image_size=64", "data.num_train=400", "data.num_val=16", "data.eval_batch_size=16",
+         "trainer.max_steps=60", "eval.figure_images=2"]
+
+
+def render_data(overrides: list[str]) -> None:
+    """Render (and cache) the synthetic splits the sweep will use, in this process."""
+    datamodule = hydra.utils.instantiate(compose_config(overrides).data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+
+
+def run_sweep(overrides: list[str], log: Path) -> tuple[float, str]:
+    """Run one multirun; returns (wall seconds, stdout). Raises with the log's tail if it fails."""
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "src.run", "-m", *overrides], cwd=REPO, env=env,
+                          capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    log.write_text(done.stdout + "\n--- stderr ---\n" + done.stderr)
+    if done.returncode != 0:
+        raise RuntimeError(f"sweep failed (exit {done.returncode}), see {log}:\n{done.stderr[-2000:]}")
+    return seconds, done.stdout
+
+
+def count_trained(sweep: Path, stdout: str, jobs: int) -> int:
+    """Classifiers trained by a sweep: jobs whose results say no cache hit (checked against the log)."""
+    results = [json.loads(p.read_text()) for p in sweep.glob("*/results.json")]
+    if len(results) != jobs:
+        raise RuntimeError(f"{sweep}: {len(results)} results.json, expected {jobs}")
+    trained = sum(not r["classifier"]["cache_hit"] for r in results)
+    hits = stdout.count("[cache hit]")
+    if trained + hits != jobs:
+        raise RuntimeError(f"{sweep}: {trained} trained + {hits} '[cache hit]' lines != {jobs} jobs")
+    return trained
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny jobs (64 px, 60 steps, 16 eval images)")
+    parser.add_argument("--grid", nargs="+", default=GRID, metavar="KEY=A,B",
+                        help=f"the swept overrides (default: {' '.join(GRID)})")
+    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench" / "sweep.json")
+    parser.add_argument("--work-dir", type=Path, default=REPO / "outputs" / "bench" / "sweep_work",
+                        help="caches, sweeps and logs of the two runs (emptied first)")
+    args = parser.parse_args()
+    jobs = 1
+    for override in args.grid:
+        jobs *= len(override.partition("=")[2].split(","))
+
+    shutil.rmtree(args.work_dir, ignore_errors=True)
+    args.work_dir.mkdir(parents=True)
+    common = ["experiment=synthetic_demo", *(QUICK if args.quick else []), f"data.root={args.work_dir / 'data'}"]
+    render_data(common)
+    runs = {}
+    for name, extra in (("reuse", []), ("force_retrain", ["force_retrain=true"])):
+        sweep = args.work_dir / f"{name}_sweep"
+        overrides = [*common, *args.grid, *extra, f"paths.cache_dir={args.work_dir / f'{name}_cache'}",
+                     f"hydra.sweep.dir={sweep}"]
+        seconds, stdout = run_sweep(overrides, args.work_dir / f"{name}.log")
+        runs[name] = {"seconds": seconds, "trained": count_trained(sweep, stdout, jobs)}
+        print(f"{name:>14}: {jobs} jobs, {runs[name]['trained']} classifiers trained, {seconds:7.1f} s", flush=True)
+
+    report = {
+        "classifiers_trained": runs["reuse"]["trained"],
+        "seconds": round(runs["reuse"]["seconds"], 2),
+        "seconds_force_retrain": round(runs["force_retrain"]["seconds"], 2),
+        "ratio": round(runs["reuse"]["seconds"] / runs["force_retrain"]["seconds"], 3),
+        "classifiers_trained_force_retrain": runs["force_retrain"]["trained"],
+        "jobs": jobs, "grid": args.grid, "quick": args.quick,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+    }
+    print(f"\n| run | classifiers trained | seconds |\n|---|---:|---:|\n"
+          f"| reuse | {report['classifiers_trained']} | {report['seconds']:.1f} |\n"
+          f"| force_retrain | {report['classifiers_trained_force_retrain']} | {report['seconds_force_retrain']:.1f} |\n"
+          f"\nratio = {report['ratio']:.3f} (target ≤ 0.6)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(f".{args.out.name}.tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.replace(args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""scripts/report.py and src.reporting.report: csv, tables (mean ± std over seeds), plots, the seed grid, and
+src.sweep_jobs.load_job bringing a finished job's classifier back."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from src.reporting.report import build_report, grid_pixel_size, markdown_table
+from src.reporting.results import write_json_atomic
+from src.sweep_jobs import find_jobs, load_job
+from tests.conftest import REPO
+from tests.helpers import run_cli
+
+METHODS, PROPORTIONS, SEEDS = ("cam", "gradcam"), (10.0, 1.0), (0, 1)
+
+
+def fabricated_value(method: str, proportion: float, seed: int, metric: str) -> float:
+    """Distinct known numbers per job: gradcam wins at 1 %, cam at 10 %."""
+    base = {"seed_mIoU": 40.0, "cls_mAP": 70.0}[metric]
+    advantage = 5.0 if (method == "gradcam") == (proportion == 1.0) else 0.0
+    return base + advantage + proportion / 10 + 1.7 * seed + (0.3 if method == "cam" else 0.0)
+
+
+def write_fabricated_sweep(root: Path) -> None:
+    for i, (method, proportion, seed) in enumerate(
+            (m, p, s) for m in METHODS for p in PROPORTIONS for s in SEEDS):
+        metrics = {name: fabricated_value(method, proportion, seed, name) for name in ("seed_mIoU", "cls_mAP")}
+        results = {"dataset": "synthetic", "backbone": "resnet18", "cam": method, "proportion": proportion,
+                   "seed": seed, "n_train": 10, "n_eval": 5, "metrics": {**metrics, "seed_threshold": 0.25},
+                   "timings": {"total_s": 1.0}}
+        write_json_atomic(root / f"{i}_cam={method},proportion={proportion:g},seed={seed}" / "results.json", results)
+
+
+def parse_table(text: str) -> tuple[list[str], dict[str, list[str]]]:
+    """Markdown table → (column headers, {method: cell texts})."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")][1:]
+    rows = {}
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = cells[1:]
+    return header, rows
+
+
+def load_report_script():
+    spec = importlib.util.spec_from_file_location("report_script", REPO / "scripts" / "report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tables_csv_and_plots_match_the_results(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    write_fabricated_sweep(sweep)
+    out = tmp_path / "report"
+    assert load_report_script().main([str(sweep), "--out", str(out), "--grid-images", "0"]) == 0
+    printed = capsys.readouterr().out
+    for name in ("results.csv", "report.md", "synthetic_resnet18_seed_mIoU.md", "synthetic_resnet18_cls_mAP.png"):
+        assert name in printed
+
+    with open(out / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(METHODS) * len(PROPORTIONS) * len(SEEDS)
+    for row in rows:
+        expected = fabricated_value(row["cam"], float(row["proportion"]), int(row["seed"]), "seed_mIoU")
+        assert float(row["seed_mIoU"]) == pytest.approx(expected)
+        assert float(row["seed_threshold"]) == 0.25
+
+    for metric in ("seed_mIoU", "cls_mAP"):
+        header, table = parse_table((out / "tables" / f"synthetic_resnet18_{metric}.md").read_text())
+        assert header == ["1%", "10%"]  # proportions ascending
+        assert sorted(table) == sorted(METHODS)
+        for column, proportion in enumerate(sorted(PROPORTIONS)):
+            means = {}
+            for method in METHODS:
+                cell = table[method][column]
+                mean, std = (float(x) for x in re.fullmatch(r"\**([\d.]+) ± ([\d.]+)\**", cell).groups())
+                values = [fabricated_value(method, proportion, s, metric) for s in SEEDS]
+                assert mean == pytest.approx(np.mean(values), abs=0.005)
+                assert std == pytest.approx(np.std(values, ddof=0), abs=0.005)
+                means[method] = mean
+            best = max(means, key=means.get)
+            assert [m for m in METHODS if table[m][column].startswith("**")] == [best]
+        assert Image.open(out / "plots" / f"synthetic_resnet18_{metric}.png").size == (600, 400)
+    assert not (out / "tables" / "synthetic_resnet18_seed_threshold.md").exists()  # a parameter, not a score
+    assert "seed_mIoU" in (out / "report.md").read_text()
+    assert not list(out.rglob("*.tmp*"))
+
+
+def test_one_seed_shows_the_mean_alone_and_ties_are_all_bold():
+    summary = {"a": {1.0: (50.0, 0.0, 1), 5.0: (60.0, 0.0, 1)}, "b": {1.0: (50.0, 0.0, 1)}}
+    _, table = parse_table(markdown_table(summary, "seed_mIoU", "x / y"))
+    assert table == {"a": ["**50.00**", "**60.00**"], "b": ["**50.00**", "–"]}
+
+
+def test_a_job_found_twice_counts_once_and_the_newest_wins(tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    write_fabricated_sweep(old)
+    time.sleep(0.05)
+    write_fabricated_sweep(new)
+    first = next(new.glob("*/results.json"))
+    changed = json.loads(first.read_text())
+    changed["metrics"]["seed_mIoU"] = 99.0
+    write_json_atomic(first, changed)
+    build_report([old, new, new / first.parent.name], tmp_path / "report", grid_images=0)
+    with open(tmp_path / "report" / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 8 and all(row["job_dir"].startswith(str(new.resolve())) for row in rows)
+    assert sum(float(row["seed_mIoU"]) == 99.0 for row in rows) == 1
+
+
+def test_no_results_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert load_report_script().main([str(tmp_path / "empty"), "--grid-images", "0"]) == 2
+    assert capsys.readouterr().err.startswith("error: no results.json below")
+    with pytest.raises(FileNotFoundError, match="missing"):
+        find_jobs([tmp_path / "missing"])
+
+
+@pytest.mark.slow
+def test_seed_grid_and_load_job_on_a_real_tiny_sweep(cache_dir, tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "cam.name=cam,gradcam", "proportion=50", "debug=fast", "data.num_train=120", "data.num_val=16",
+            "data.image_size=64", "logger=csv", f"paths.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}"]
+    result = run_cli(args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = find_jobs([sweep])
+    assert sorted(r["cam"] for _, r in found) == ["cam", "gradcam"]
+
+    # The loaded classifier is the job's own: it reproduces the job's classification mAP on the same split.
+    job = load_job(found[0][0])
+    loader = job.datamodule.test_dataloader()
+    with torch.no_grad():
+        logits = torch.cat([job.net(batch["image"]) for batch in loader])
+    labels = torch.cat([batch["labels"] for batch in loader]).long()
+    from torchmetrics.functional.classification import multilabel_average_precision
+
+    mean_ap = float(multilabel_average_precision(logits, labels, num_labels=labels.shape[1])) * 100
+    assert mean_ap == pytest.approx(job.results["metrics"]["cls_mAP"], abs=1e-3)
+    batch = next(iter(loader))
+    maps = job.seed_maps(batch["image"][:2], batch["labels"][:2])
+    assert maps.shape == (2, labels.shape[1], 64, 64) and 0 <= maps.min() and maps.max() <= 1 + 1e-6
+    assert torch.all(maps.flatten(2).amax(2)[batch["labels"][:2] == 0] == 0)  # only GT classes have a map
+
+    written = build_report([sweep], tmp_path / "report", grid_images=2, cell_px=64)
+    grid = tmp_path / "report" / "seed_grid_synthetic_resnet18.png"
+    assert grid in written
+    assert Image.open(grid).size == grid_pixel_size(2, 2, 1, 64) == (3 * 64, 4 * 64)
