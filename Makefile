@@ -2,7 +2,9 @@
 PYTHON ?= python
 export WANDB_MODE ?= offline
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench demo clean
+
+DEMO_SWEEP ?= outputs/broadcam/multiruns/synthetic_demo
 
 install:  ## install the package with its test oracles and the SLURM launcher
 	$(PYTHON) -m pip install -e ".[dev,slurm]"
@@ -17,6 +19,9 @@ bench:  ## every benchmark; JSON under outputs/bench/
 	$(PYTHON) scripts/bench_cams.py
 	$(PYTHON) scripts/bench_bls.py
 	$(PYTHON) scripts/bench_eval.py
+
+demo:  ## seed grids (methods × proportions) of the synthetic demo sweep; run `make sweep-demo` first
+	$(PYTHON) -m src.demo sweep=$(DEMO_SWEEP) 'cams=[broadcam,gradcam]' 'proportions=[1,2,5]'
 
 clean:  ## remove run outputs and caches (keeps outputs/.gitkeep)
 	find outputs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +

@@ -215,6 +215,20 @@ def _centred_text(draw: ImageDraw.ImageDraw, text: str, font, box: tuple[int, in
     draw.text(((box[0] + box[2]) / 2, (box[1] + box[3]) / 2), text, fill="black", font=font, anchor="mm")
 
 
+def demo_device(name: str) -> torch.device:
+    """`auto` (cuda when available), `cpu`, `cuda` or `cuda:<n>`."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    usable = device is not None and (device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_available()))
+    if not usable:
+        raise DemoError(f"device={name!r}; expected auto, cpu or cuda (with a GPU available)")
+    return device
+
+
 def file_label(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text).strip("_") or "class"
 
@@ -234,8 +248,7 @@ def run_demo(cfg: DictConfig) -> list[Path]:
     tile = int(cfg.tile)
     if tile < 16:
         raise DemoError(f"tile={tile}; expected at least 16 px")
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if cfg.device == "auto" else cfg.device)
+    device = demo_device(str(cfg.device))
     sweep = Path(cfg.sweep)
     jobs = select_jobs(sweep, cams, proportions, cfg.seed)
     reference_key = (cams[0], max(proportions))  # the best-trained classifier picks user images' classes

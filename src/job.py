@@ -50,9 +50,10 @@ def prepare_job(cfg: DictConfig) -> JobInputs:
         datamodule = instantiate_datamodule(cfg.data)
         model = Classifier(cfg.backbone.name, datamodule.num_classes, cfg.backbone.weights,
                            cfg.backbone.output_stride, **cfg.train)
-        target_layers = check_layers(model.net, cfg.cam.get("target_layers") or spec.cam_layers, "cam.target_layers")
-        if cfg.cam.get("stages") is not None:
+        if cfg.cam.get("stages") is not None:  # a method fitted on stage features (BroadCAM) maps those stages
             check_layers(model.net, cfg.cam.stages, "cam.stages")
+        layers = cfg.cam.get("target_layers") or cfg.cam.get("stages") or spec.cam_layers
+        target_layers = check_layers(model.net, layers, "cam.target_layers")
         datamodule.prepare_data()
         datamodule.setup("fit")
     except (KeyError, ValueError, FileNotFoundError, ImportError) as error:

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 import src.resolvers  # noqa: F401  (registers ${safe_dirname:...} and ${named_or:...})
 from src.config_checks import ConfigError, check_group_overrides
 from src.evaluation import CamEvaluation
+from src.export_seeds import export_seeds
 from src.job import (config_fingerprint, evaluation_kwargs, finish_loggers, prepare_job, previous_results,
                      train_or_load)
 from src.reporting import save_cam_grid, write_json_atomic
@@ -48,6 +49,12 @@ def run_job(cfg: DictConfig) -> dict:
         }
         save_cam_grid(evaluation.figure_samples, list(job.datamodule.class_names), out / "cams.png",
                       job.datamodule.ignore_index)
+        if cfg.export.seeds and trainer.is_global_zero:  # before results.json, so an interrupted export reruns
+            threshold = scores["metrics"].get("seed_threshold") if cfg.export.threshold is None else cfg.export.threshold
+            counts = export_seeds(job.model.net, cfg.cam.name, job.target_layers,
+                                  {**cfg.cam.get("options", {}), **extras}, job.datamodule, cfg.export.split,
+                                  cfg.export.dir, threshold=threshold, device=trainer.strategy.root_device)
+            results["export"] = {"dir": str(cfg.export.dir), "written": counts.written, "skipped": counts.skipped}
         for logger in job.loggers:
             logger.log_metrics({f"eval/{k}": v for k, v in scores["metrics"].items() if v is not None})
         write_json_atomic(out / "results.json", results)  # last: its presence means the job is complete

@@ -66,3 +66,10 @@ def test_multirun_writes_one_results_per_job(cache_dir, tmp_path):
     assert len(found) == 3
     proportions = sorted(json.loads(p.read_text())["proportion"] for p in found)
     assert proportions == [1.0, 2.0, 5.0]
+
+
+def test_export_writes_seeds_of_the_evaluation_split(tiny_overrides, tmp_path):
+    results = run_job(compose_config(tiny_overrides + ["export.seeds=true"]))
+    assert results["export"]["written"] == 16
+    assert len(list((tmp_path / "job" / "seeds" / "png").glob("*.png"))) == 16
+    assert len(list((tmp_path / "job" / "seeds" / "npy").glob("*.npy"))) == 16

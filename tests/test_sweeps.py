@@ -16,8 +16,12 @@ from tests.helpers import run_cli
 pytestmark = pytest.mark.slow
 
 
+# Lighter evaluation than TINY_JOB (these tests check orchestration, not scores): one batch of 8 images.
+LIGHT_EVAL = ["data.num_val=8", "eval.figure_images=2", "eval.box_thresholds.step=0.1"]
+
+
 def tiny(cache_dir: Path) -> list[str]:
-    return TINY_JOB + [f"paths.cache_dir={cache_dir}"]
+    return TINY_JOB + LIGHT_EVAL + [f"paths.cache_dir={cache_dir}"]
 
 
 def test_submitit_local_sweep_then_resume_redoes_only_the_missing_job(cache_dir, tmp_path):
@@ -44,7 +48,7 @@ def test_two_jobs_racing_for_one_classifier_train_it_once(cache_dir, tmp_path):
     classifiers = tmp_path / "cache"
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
     # Same data, backbone, proportion, seed and training = the same classifier key; only the CAM differs.
-    common = [*TINY_JOB, f"paths.cache_dir={classifiers}", f"data.root={cache_dir / 'synthetic'}", "proportion=50"]
+    common = [*TINY_JOB, *LIGHT_EVAL, f"paths.cache_dir={classifiers}", f"data.root={cache_dir / 'synthetic'}", "proportion=50"]
     jobs = {name: subprocess.Popen(
         [sys.executable, "-m", "src.run", *common, f"cam.name={name}", f"paths.output_dir={tmp_path / name}",
          f"hydra.run.dir={tmp_path / name}"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
