@@ -35,11 +35,11 @@ from src.cams import create_cam  # noqa: E402
 GRAD_PEERS = {"gradcam": GradCAM, "gradcampp": GradCAMPlusPlus, "xgradcam": XGradCAM, "layercam": LayerCAM}
 
 
-def paired_seconds(fns: dict, repeats: int, device: torch.device) -> dict[str, list[float]]:
+def paired_seconds(fns: dict, repeats: int, device: torch.device, warm_up: bool = True) -> dict[str, list[float]]:
     """Wall times of each `fns[name]()` over `repeats` rounds, after one warm-up round. Each round runs all of
     them back to back, so that ratios taken within a round cancel slow drifts of a shared machine's load."""
     times = {name: [] for name in fns}
-    for run in range(repeats + 1):
+    for run in range(0 if warm_up else 1, repeats + 1):
         for name, fn in fns.items():
             if device.type == "cuda":
                 torch.cuda.synchronize()
@@ -73,10 +73,10 @@ def bench(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     rows = []
 
-    def add(method, model_name, images, forward, ours, peer=None, peer_name=None, repeats=args.repeats):
+    def add(method, model_name, images, forward, ours, peer=None, peer_name=None, repeats=args.repeats, warm_up=True):
         """Time `ours` (and `peer`) against the bare `forward`, paired round by round, and add a row."""
         fns = {"forward": forward} | ({} if ours is forward else {"ours": ours}) | ({"peer": peer} if peer else {})
-        times = paired_seconds(fns, repeats, device)
+        times = paired_seconds(fns, repeats, device, warm_up)
         times["ours"] = times["ours"] if "ours" in times else times["forward"]
         row = {
             "method": method,
@@ -136,7 +136,7 @@ def bench(args: argparse.Namespace) -> dict:
     images = torch.randn(batch, 3, size, size, device=device)
     two = torch.randint(0, 1000, (batch, 2), device=device)
     name = f"resnet18@{size}"
-    repeats = max(1, args.repeats // 2)  # a Score-CAM call is ~500 forwards
+    repeats = max(1, (args.repeats + 1) // 2)  # a Score-CAM call is ~500 forwards; the model is warm already
 
     def forward18():
         with torch.no_grad():
@@ -147,9 +147,9 @@ def bench(args: argparse.Namespace) -> dict:
             ScoreCAM(model, [model.layer4]) as peer:
         peer.batch_size = args.scorecam_batch
         add("scorecam", name, batch, forward18, lambda: ours(images, two[:, 0]),
-            lambda: peer(images, peer_targets(two[:, 0])), "pytorch_grad_cam.ScoreCAM", repeats)
+            lambda: peer(images, peer_targets(two[:, 0])), "pytorch_grad_cam.ScoreCAM", repeats, False)
         add("scorecam K=2", name, batch, forward18, lambda: ours(images, two),
-            lambda: [peer(images, peer_targets(two[:, k])) for k in range(2)], "pytorch_grad_cam.ScoreCAM x2", repeats)
+            lambda: [peer(images, peer_targets(two[:, k])) for k in range(2)], "pytorch_grad_cam.ScoreCAM x2", repeats, False)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     return {"device": device_name, "rows": rows}
 

@@ -104,7 +104,7 @@ def train_or_load(cfg: DictConfig, job: JobInputs, trainer: Trainer) -> tuple[di
     if hit:
         print(f"[cache hit] classifier {key} loaded from {cache.path(key)}")
         for callback in job.method_callbacks:
-            callback.fit_for(job.model, job.datamodule)
+            callback.fit_for(job.model, job.datamodule, output_dir=cfg.paths.output_dir, loggers=job.loggers)
     if getattr(job.model, "bls_info", None):
         timings["bls_s"] = job.model.bls_info["fit_s"]
     return timings, {"key": key, "dir": str(cache.path(key)), "cache_hit": hit}

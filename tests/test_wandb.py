@@ -10,6 +10,7 @@ import json
 import struct
 from pathlib import Path
 
+import hydra
 import numpy as np
 import pytest
 import torch
@@ -132,8 +133,10 @@ def test_log_job_is_a_noop_without_wandb(tmp_path):
 
 
 def test_offline_run_holds_summary_images_masks_and_table(offline_wandb, tiny_overrides):
-    settings = wandb_run_settings(compose_config(tiny_overrides + ["sweep_name=demo", "proportion=5"]))
-    logger = WandbLogger(project="broadcam-test", save_dir=str(offline_wandb), mode="offline", **settings)
+    cfg = compose_config(tiny_overrides + ["logger=wandb", "sweep_name=demo", "proportion=5"])
+    # As src.job builds it: conf/logger/wandb.yaml plus the run settings (offline from WANDB_MODE).
+    logger = hydra.utils.instantiate(cfg.logger.wandb, _partial_=True)(**wandb_run_settings(cfg))
+    assert isinstance(logger, WandbLogger)
     results = {"metrics": {"seed_mIoU": 42.5, "seed_threshold": 0.3, "cls_mAP": 77.25, "PxAP": None},
                "details": {"per_class_IoU": [80.0, 40.0, None, 30.0]}, "timings": {"train_s": 1.5},
                "n_train": 10, "n_eval": 3, "classifier": {"cache_hit": True}}
@@ -141,7 +144,7 @@ def test_offline_run_holds_summary_images_masks_and_table(offline_wandb, tiny_ov
     log_job([logger], results, figure, CLASS_NAMES, ignore_index=255)
     finish_loggers([logger])
 
-    (run_dir,) = (offline_wandb / "wandb").glob("offline-run-*")
+    (run_dir,) = (offline_wandb / "job" / "wandb").glob("offline-run-*")  # save_dir = paths.output_dir
     records = list(offline_records(next(run_dir.glob("run-*.wandb"))))
     summary = offline_summary(records)
     assert summary["eval/seed_mIoU"] == 42.5 and summary["eval/cls_mAP"] == 77.25

@@ -57,19 +57,27 @@ class BLSFitting(pl.Callback):
         datamodule = trainer.datamodule
         if datamodule is None or not hasattr(datamodule, "train_subset_eval_dataloader"):
             raise AttributeError("BLSFitting needs trainer.datamodule.train_subset_eval_dataloader()")
+        self.fit_for(pl_module, datamodule, output_dir=trainer.default_root_dir, loggers=trainer.loggers,
+                     save=trainer.is_global_zero, step=trainer.global_step)
+
+    def fit_for(self, pl_module: pl.LightningModule, datamodule, output_dir: str | None = None,
+                loggers: Iterable = (), save: bool = True, step: int = 0) -> BroadLearningSystem:
+        """Fit, save and attach the BLS for `pl_module` on `datamodule`'s subset; also called directly when
+        the classifier comes from the cache (no `Trainer.fit`, so no `on_fit_end`)."""
         bls, info = fit_bls(pl_module.net, datamodule.train_subset_eval_dataloader(), self.stages,
                             self.alpha, self.step, pl_module.device)
-        path = Path(self.output_dir or trainer.default_root_dir) / self.filename
-        if trainer.is_global_zero:
+        path = Path(self.output_dir or output_dir or ".") / self.filename
+        if save:
             bls.save(path)
         pl_module.bls = bls
         pl_module.bls_indices = info.pop("indices")
         pl_module.bls_info = info
         # LightningModule.log is not allowed in on_fit_end, so the numbers go to the loggers directly
         metrics = {f"bls/{key}": float(info[key]) for key in ("fit_s", "extract_s", "n", "d", "C")}
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=trainer.global_step)
+        for logger in loggers:
+            logger.log_metrics(metrics, step=step)
         rank_zero_info(
             f"BLS fitted on n={info['n']} images, d={info['d']} ({'+'.join(info['stages'])}), C={info['C']} "
             f"in {info['fit_s']:.2f} s (features {info['extract_s']:.2f} s) -> {path}"
         )
+        return bls

@@ -160,6 +160,7 @@ def plot_metric(summary: dict, metric: str, title: str, path: Path) -> Path:
     ax.minorticks_off()
     ax.set_xlabel("training data (%)")
     ax.set_ylabel(metric)
+    ax.ticklabel_format(axis="y", useOffset=False)  # metrics read as percent, never as an offset
     ax.set_title(f"{metric} — {title}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
