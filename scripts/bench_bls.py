@@ -95,7 +95,8 @@ def main() -> None:
     load = {"before": load_before, "after": os.getloadavg()[0], "cpus": os.cpu_count()}
     print(f"torch threads: {torch.get_num_threads()}, load average {load['before']:.1f} -> {load['after']:.1f} "
           f"on {load['cpus']} CPUs")
-    print(f"{'n':>6} {'d':>5} {'C':>3} {'ours s':>8} {'original s':>10} {'speedup':>8} {'max rel err':>12} {'H nodes':>7}")
+    print(f"{'n':>6} {'d':>5} {'C':>3} {'ours s':>8} {'original s':>10} {'speedup':>8} "
+          f"{'max rel err':>12} {'H nodes':>7}")
     for row in rows:
         print(f"{row['n']:>6} {row['d']:>5} {row['C']:>3} {row['seconds']:>8.3f} {row['reference_seconds']:>10.2f} "
               f"{row['speedup']:>7.1f}x {row['max_rel_err']:>12.2e} {row['enhancement_nodes']:>7}")

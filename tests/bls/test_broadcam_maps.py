@@ -4,7 +4,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from torch.utils.data import DataLoader
 
 from src.bls import BroadLearningSystem, fit_bls
 from src.cams import create_cam, normalize_maps
