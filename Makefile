@@ -2,7 +2,12 @@
 PYTHON ?= python
 export WANDB_MODE ?= offline
 
-.PHONY: install run test bench demo clean
+.PHONY: install run test bench sweep-demo reproduce-voc reproduce-bcss reproduce-openimages report demo clean
+
+VOC_ROOT ?= data/VOCdevkit/VOC2012
+BCSS_ROOT ?= data/BCSS-WSSS
+OPENIMAGES_ROOT ?= data/wsolevaluation
+SWEEP ?= outputs/broadcam/multiruns/synthetic_demo
 
 DEMO_SWEEP ?= outputs/broadcam/multiruns/synthetic_demo
 
@@ -19,6 +24,26 @@ bench:  ## every benchmark; JSON under outputs/bench/
 	$(PYTHON) scripts/bench_cams.py
 	$(PYTHON) scripts/bench_bls.py
 	$(PYTHON) scripts/bench_eval.py
+	$(PYTHON) scripts/bench_sweep.py
+
+sweep-demo:  ## the synthetic grid (proportion 1,2,5 × broadcam,gradcam) on the CPU, then its report
+	$(PYTHON) -m src.run -m experiment=synthetic_demo
+	$(PYTHON) scripts/report.py outputs/broadcam/multiruns/synthetic_demo
+
+reproduce-voc:  ## the paper's VOC2012 grid (GPU), then its report; data root from VOC_ROOT
+	$(PYTHON) -m src.run -m experiment=voc_wsss data.root=$(VOC_ROOT)
+	$(PYTHON) scripts/report.py outputs/broadcam/multiruns/voc_wsss
+
+reproduce-bcss:  ## the paper's BCSS-WSSS grid (GPU), then its report; data root from BCSS_ROOT
+	$(PYTHON) -m src.run -m experiment=bcss_wsss data.root=$(BCSS_ROOT)
+	$(PYTHON) scripts/report.py outputs/broadcam/multiruns/bcss_wsss
+
+reproduce-openimages:  ## the paper's OpenImages30k WSOL grid (GPU), then its report; root from OPENIMAGES_ROOT
+	$(PYTHON) -m src.run -m experiment=openimages_wsol data.root=$(OPENIMAGES_ROOT)
+	$(PYTHON) scripts/report.py outputs/broadcam/multiruns/openimages_wsol
+
+report:  ## tables, plots and the seed grid of a sweep: make report SWEEP=<sweep dir>
+	$(PYTHON) scripts/report.py $(SWEEP)
 
 demo:  ## seed grids (methods × proportions) of the synthetic demo sweep; run `make sweep-demo` first
 	$(PYTHON) -m src.demo sweep=$(DEMO_SWEEP) 'cams=[broadcam,gradcam]' 'proportions=[1,2,5]'

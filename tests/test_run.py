@@ -18,12 +18,13 @@ def test_one_job_writes_the_results_contract(tiny_overrides, tmp_path):
     on_disk = read_results(job)
     assert set(REQUIRED_KEYS) <= set(on_disk)
     assert on_disk["metrics"] == pytest.approx(results["metrics"])
-    assert (on_disk["dataset"], on_disk["backbone"], on_disk["cam"]) == ("synthetic", "resnet18", "cam")
+    assert (on_disk["dataset"], on_disk["backbone"], on_disk["cam"]) == ("synthetic", "resnet18", "broadcam")
     assert on_disk["proportion"] == 50.0 and on_disk["seed"] == 1 and on_disk["n_train"] == 60
     for key in ("seed_mIoU", "cls_mAP", "PxAP", "MaxBoxAccV2"):
         assert 0.0 <= on_disk["metrics"][key] <= 100.0, key
     assert set(on_disk["timings"]) >= {"train_s", "cam_s", "eval_s", "total_s"}
     assert len((job / "subset_ids.txt").read_text().split()) == 60
+    assert on_disk["bls"]["n"] == 60 and (job / "bls.pt").exists()  # BroadCAM fits on the job's own subset
     assert (job / "cams.png").stat().st_size > 1000
     assert (job / "csv" / "metrics.csv").exists()
     assert not list(job.glob("*.tmp"))
