@@ -18,6 +18,7 @@ from src.classifier_cache import ClassifierCache, classifier_key, classifier_key
 from src.config_checks import ConfigError
 from src.data import ProportionDataModule, check_proportion
 from src.models import Classifier, backbone_spec, check_layers
+from src.reporting.wandb_logging import wandb_run_settings
 
 
 @dataclass
@@ -62,7 +63,7 @@ def prepare_job(cfg: DictConfig) -> JobInputs:
     fitting = method_callbacks(cfg)
     return JobInputs(proportion, datamodule, model, target_layers, dataset_name=datamodule.name,
                      resolved_config=OmegaConf.to_container(cfg, resolve=True),
-                     loggers=instantiate_all(cfg.get("logger")),
+                     loggers=instantiate_loggers(cfg),
                      callbacks=instantiate_all(cfg.get("callbacks")) + fitting, method_callbacks=fitting)
 
 
@@ -125,6 +126,16 @@ def instantiate_datamodule(data_cfg: DictConfig) -> ProportionDataModule:
         return hydra.utils.instantiate(data_cfg)
     except InstantiationException as error:
         raise (error.__cause__ or error) from None
+
+
+def instantiate_loggers(cfg: DictConfig) -> list[Logger]:
+    """The `logger` group's loggers; W&B gets its sweep group, run name and top-level config fields."""
+    loggers = []
+    for entry in (cfg.get("logger") or {}).values():
+        if entry and "_target_" in entry:
+            extra = wandb_run_settings(cfg) if entry._target_.endswith("WandbLogger") else {}
+            loggers.append(hydra.utils.instantiate(entry, _partial_=True)(**extra))  # `config` is a W&B kwarg
+    return loggers
 
 
 def instantiate_all(group: DictConfig | None) -> list:

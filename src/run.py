@@ -19,6 +19,7 @@ from src.export_seeds import export_seeds
 from src.job import (config_fingerprint, evaluation_kwargs, finish_loggers, prepare_job, previous_results,
                      train_or_load)
 from src.reporting import save_cam_grid, write_json_atomic
+from src.reporting.wandb_logging import log_job
 
 
 def run_job(cfg: DictConfig) -> dict:
@@ -57,6 +58,8 @@ def run_job(cfg: DictConfig) -> dict:
             results["export"] = {"dir": str(cfg.export.dir), "written": counts.written, "skipped": counts.skipped}
         for logger in job.loggers:
             logger.log_metrics({f"eval/{k}": v for k, v in scores["metrics"].items() if v is not None})
+        log_job(job.loggers, results, evaluation.figure_samples, list(job.datamodule.class_names),
+                job.datamodule.ignore_index)
         write_json_atomic(out / "results.json", results)  # last: its presence means the job is complete
     finally:
         finish_loggers(job.loggers)

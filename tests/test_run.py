@@ -74,3 +74,13 @@ def test_export_writes_seeds_of_the_evaluation_split(tiny_overrides, tmp_path):
     assert results["export"]["written"] == 16
     assert len(list((tmp_path / "job" / "seeds" / "png").glob("*.png"))) == 16
     assert len(list((tmp_path / "job" / "seeds" / "npy").glob("*.npy"))) == 16
+
+
+@pytest.mark.slow
+def test_wandb_logger_writes_an_offline_run_with_images(tiny_overrides, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    run_job(compose_config(tiny_overrides + ["logger=wandb", "cam=cam"]))
+    runs = list((tmp_path / "job" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert list((runs[0] / "files" / "media" / "images").rglob("*.png"))
