@@ -129,7 +129,7 @@ def test_no_results_is_a_one_line_error(tmp_path, capsys):
 @pytest.mark.slow
 def test_seed_grid_and_load_job_on_a_real_tiny_sweep(cache_dir, tmp_path):
     sweep = tmp_path / "sweep"
-    args = ["-m", "cam.name=cam,gradcam", "proportion=50", "debug=fast", "data.num_train=120", "data.num_val=8",
+    args = ["-m", "cam=cam,gradcam", "proportion=50", "debug=fast", "data.num_train=120", "data.num_val=8",
             "data.image_size=64", "logger=csv", "eval.figure_images=2", "eval.box_thresholds.step=0.1",
             f"paths.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}"]
     result = run_cli(args)

@@ -50,7 +50,7 @@ def test_two_jobs_racing_for_one_classifier_train_it_once(cache_dir, tmp_path):
     # Same data, backbone, proportion, seed and training = the same classifier key; only the CAM differs.
     common = [*TINY_JOB, *LIGHT_EVAL, f"paths.cache_dir={classifiers}", f"data.root={cache_dir / 'synthetic'}", "proportion=50"]
     jobs = {name: subprocess.Popen(
-        [sys.executable, "-m", "src.run", *common, f"cam.name={name}", f"paths.output_dir={tmp_path / name}",
+        [sys.executable, "-m", "src.run", *common, f"cam={name}", f"paths.output_dir={tmp_path / name}",
          f"hydra.run.dir={tmp_path / name}"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True) for name in ("cam", "gradcam")}
     outputs = {name: job.communicate(timeout=600) for name, job in jobs.items()}

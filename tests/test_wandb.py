@@ -87,7 +87,7 @@ def samples() -> list[dict]:
 
 
 def test_run_settings_outside_a_hydra_job(tiny_overrides):
-    cfg = compose_config(tiny_overrides + ["sweep_name=voc_small", "cam.name=gradcam", "proportion=2", "seed=3"])
+    cfg = compose_config(tiny_overrides + ["sweep_name=voc_small", "cam=gradcam", "proportion=2", "seed=3"])
     settings = wandb_run_settings(cfg)
     assert settings["group"] == "voc_small"
     assert settings["name"] == "cam=gradcam,proportion=2,seed=3"
@@ -103,11 +103,11 @@ def test_run_settings_outside_a_hydra_job(tiny_overrides):
 def test_run_settings_inside_a_multirun_job(tiny_overrides):
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[o for o in tiny_overrides if not o.startswith("hydra.")]
-                      + ["cam.name=gradcam", "proportion=2"], return_hydra_config=True)
+                      + ["cam=gradcam", "proportion=2"], return_hydra_config=True)
     with open_dict(cfg):
         cfg.hydra.mode = RunMode.MULTIRUN
         cfg.hydra.sweep.dir = "/outputs/broadcam/multiruns/2026-01-01_10-00-00"
-        cfg.hydra.job.override_dirname = "cam.name=gradcam,proportion=2"
+        cfg.hydra.job.override_dirname = "cam=gradcam,proportion=2"
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]  # a job's task config has no hydra node; HydraConfig holds it
@@ -116,7 +116,7 @@ def test_run_settings_inside_a_multirun_job(tiny_overrides):
     finally:
         HydraConfig.instance().cfg = None
     assert settings["group"] == "2026-01-01_10-00-00"  # one group per sweep dir
-    assert settings["name"] == "cam.name=gradcam,proportion=2"
+    assert settings["name"] == "cam=gradcam,proportion=2"
 
 
 def test_seed_labels_follow_each_protocol():
