@@ -133,7 +133,7 @@ def test_log_job_is_a_noop_without_wandb(tmp_path):
 
 
 def test_offline_run_holds_summary_images_masks_and_table(offline_wandb, tiny_overrides):
-    cfg = compose_config(tiny_overrides + ["logger=wandb", "sweep_name=demo", "proportion=5"])
+    cfg = compose_config(tiny_overrides + ["logger=wandb", "sweep_name=demo", "proportion=5", "cam=cam"])
     # As src.job builds it: conf/logger/wandb.yaml plus the run settings (offline from WANDB_MODE).
     logger = hydra.utils.instantiate(cfg.logger.wandb, _partial_=True)(**wandb_run_settings(cfg))
     assert isinstance(logger, WandbLogger)
