@@ -34,9 +34,10 @@ def run_job(cfg: DictConfig) -> dict:
     try:
         trainer = hydra.utils.instantiate(cfg.trainer, logger=job.loggers, callbacks=job.callbacks)
         timings, classifier = train_or_load(cfg, job, trainer)
-        extras = {"bls": job.model.bls} if getattr(job.model, "bls", None) is not None else {}
-        evaluation = CamEvaluation(job.model.net, cfg.cam.name, job.target_layers,
-                                   {**cfg.cam.get("options", {}), **extras}, **evaluation_kwargs(cfg, job.datamodule))
+        fitted = {"bls": job.model.bls} if getattr(job.model, "bls", None) is not None else {}
+        cam_kwargs = {**cfg.cam.get("options", {}), **fitted}
+        evaluation = CamEvaluation(job.model.net, cfg.cam.name, job.target_layers, cam_kwargs,
+                                   **evaluation_kwargs(cfg, job.datamodule))
         trainer.test(evaluation, datamodule=job.datamodule, verbose=False)
         scores = evaluation.results()
         timings.update(evaluation.timings, total_s=time.perf_counter() - started)
@@ -52,9 +53,9 @@ def run_job(cfg: DictConfig) -> dict:
                       job.datamodule.ignore_index)
         if cfg.export.seeds and trainer.is_global_zero:  # before results.json, so an interrupted export reruns
             threshold = scores["metrics"].get("seed_threshold") if cfg.export.threshold is None else cfg.export.threshold
-            counts = export_seeds(job.model.net, cfg.cam.name, job.target_layers,
-                                  {**cfg.cam.get("options", {}), **extras}, job.datamodule, cfg.export.split,
-                                  cfg.export.dir, threshold=threshold, device=trainer.strategy.root_device)
+            counts = export_seeds(job.model.net, cfg.cam.name, job.target_layers, cam_kwargs, job.datamodule,
+                                  cfg.export.split, cfg.export.dir, threshold=threshold,
+                                  device=trainer.strategy.root_device)
             results["export"] = {"dir": str(cfg.export.dir), "written": counts.written, "skipped": counts.skipped}
         for logger in job.loggers:
             logger.log_metrics({f"eval/{k}": v for k, v in scores["metrics"].items() if v is not None})
