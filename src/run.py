@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import hydra
+import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 import src.resolvers  # noqa: F401  (registers ${safe_dirname:...} and ${named_or:...})
@@ -30,6 +31,11 @@ def run_job(cfg: DictConfig) -> dict:
     if done is not None:
         print(f"[skip] {out / 'results.json'} exists for this config (overwrite=true redoes it)")
         return done
+    # Before anything random is built: weight init, data order, augmentation and (workers=True) each loader
+    # worker's RNG follow `seed`. On the CPU this makes a job's metrics repeatable; on CUDA, atomics in
+    # backward/scatter kernels and cuDNN's autotuned algorithms still vary run to run unless
+    # `trainer.deterministic=true` (Lightning then sets torch.use_deterministic_algorithms and cuDNN's flags).
+    pl.seed_everything(int(cfg.seed), workers=True)
     job = prepare_job(cfg)  # validates the config, builds data, model, loggers; raises ConfigError
     try:
         trainer = hydra.utils.instantiate(cfg.trainer, logger=job.loggers, callbacks=job.callbacks)
