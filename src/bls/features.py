@@ -22,6 +22,8 @@ def extract_gap_features(
 
     Returns:
         features `[n, Σ K_s]` float32, labels `[n, C]` float32, indices `[n]` long (dataset indices).
+    The forward runs with autocast off (half-precision images are cast to float32), so AMP around the call
+    changes nothing.
     The network's train/eval mode is restored afterwards.
     """
     modules = _stage_modules(net, stages)
@@ -40,9 +42,12 @@ def extract_gap_features(
     features, labels, indices = [], [], []
     try:
         net.eval()
-        with torch.no_grad():
+        # float32 features whatever autocast is active around us (the BLS then fits in float64)
+        with torch.no_grad(), torch.autocast(device_type=torch.device(device).type, enabled=False):
             for batch in dataloader:
-                net(batch["image"].to(device, non_blocking=True))
+                images = batch["image"].to(device, non_blocking=True)
+                half = images.is_floating_point() and images.dtype.itemsize < 4
+                net(images.float() if half else images)
                 features.append(torch.cat([pooled[name] for name in stages], dim=1))
                 labels.append(batch["labels"].to(device, dtype=torch.float32))
                 indices.append(batch["index"].to(device, dtype=torch.long))

@@ -59,8 +59,11 @@ class BroadCAM(CamEngine):
         if int(view.targets.max()) >= num_classes:
             raise ValueError(f"BroadCAM: targets must lie in [0, {num_classes}) (the BLS's classes), "
                              f"got max {int(view.targets.max())}")
-        weights = self.weights.to(device=features.device, dtype=features.dtype).T[view.targets]  # [B, K, d]
-        return [torch.einsum("bkd,bdhw->bkhw", weights, features)]
+        # The BLS keeps float64; the 1×1 convolution runs in float32 or better, never in a half type (the
+        # engine switches autocast off, and this also covers a model whose own parameters are half).
+        dtype = torch.promote_types(features.dtype, torch.float32)
+        weights = self.weights.to(device=features.device, dtype=dtype).T[view.targets]  # [B, K, d]
+        return [torch.einsum("bkd,bdhw->bkhw", weights, features.to(dtype))]
 
 
 def _resized(maps: Tensor, size: tuple[int, int]) -> Tensor:

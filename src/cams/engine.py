@@ -23,7 +23,10 @@ override what differs:
 - `predict_logits(images)`: a forward without hooks nor graph, for methods that score modified inputs.
 
 The engine never writes `.grad` of parameters nor changes their `requires_grad`; it runs the model in eval mode
-and restores every module's train/eval flag afterwards. Hooks stay on the model until `remove()` / `close()` or
+and restores every module's train/eval flag afterwards. It computes in float32 whatever autocast (AMP) is active
+around it: autocast is switched off for the images' device type and half-precision images are cast to float32,
+so activations, gradients, Score-CAM's masked forwards and maps are those of the fp32 model (a model whose
+parameters are themselves half precision, e.g. Lightning's "16-true", is run as it is). Hooks stay on the model until `remove()` / `close()` or
 the end of a `with` block.
 """
 
@@ -88,6 +91,16 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
     finally:
         for module, training in flags:
             module.training = training
+
+
+def _without_autocast(device: torch.device):
+    """Autocast off for `device`'s type (Lightning's "16-mixed" / "bf16-mixed" wrap the test loop in it)."""
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+def _at_least_float32(images: Tensor) -> Tensor:
+    """Half-precision images (e.g. from an AMP data pipeline) → float32; float32 / float64 stay as they are."""
+    return images.float() if images.is_floating_point() and images.dtype.itemsize < 4 else images
 
 
 def _target_matrix(targets: Tensor, batch: int, device: torch.device) -> tuple[Tensor, bool]:
@@ -170,8 +183,8 @@ class CamEngine:
 
     def predict_logits(self, images: Tensor) -> Tensor:
         """Logits `[n, N]` of `images` `[n, 3, h, w]`, without capturing activations nor recording a graph."""
-        with torch.no_grad():
-            return self._check_logits(self.model(images))
+        with torch.no_grad(), _without_autocast(images.device):
+            return self._check_logits(self.model(_at_least_float32(images)))
 
     # ----- the engine --------------------------------------------------------------------------------------
     def __call__(self, images: Tensor, targets: Tensor) -> Tensor:
@@ -180,10 +193,12 @@ class CamEngine:
             raise RuntimeError(f"{type(self).__name__} was removed (remove()/close()); create a new one")
         if not isinstance(images, Tensor) or images.ndim != 4:
             raise ValueError(f"images must be a tensor [B, 3, H, W], got {getattr(images, 'shape', type(images))}")
-        # Lightning's test loop runs under inference_mode, whose tensors cannot take part in autograd.
-        with torch.inference_mode(False), _eval_mode(self.model):
+        # Lightning's test loop runs under inference_mode, whose tensors cannot take part in autograd; under
+        # AMP it also runs under autocast, whose fp16 gradients at layer 4 underflow (and bf16 has 8 bits).
+        with torch.inference_mode(False), _eval_mode(self.model), _without_autocast(images.device):
             target_matrix, single = _target_matrix(targets, images.shape[0], images.device)
             images = images.clone() if images.is_inference() else images
+            images = _at_least_float32(images)
             step = self.batch_size or images.shape[0]
             maps = torch.cat([self._maps(x, t) for x, t in zip(images.split(step), target_matrix.split(step))])
         return maps[:, 0] if single else maps
