@@ -2,7 +2,7 @@
 PYTHON ?= python
 export WANDB_MODE ?= offline
 
-.PHONY: install run test bench sweep-demo reproduce-voc reproduce-bcss reproduce-openimages report demo clean
+.PHONY: install run test slurm-up slurm-down bench sweep-demo reproduce-voc reproduce-bcss reproduce-openimages report demo clean
 
 VOC_ROOT ?= data/VOCdevkit/VOC2012
 BCSS_ROOT ?= data/BCSS-WSSS
@@ -19,6 +19,12 @@ run:  ## the default job: synthetic data, ResNet-18, 100 %, default CAM method
 
 test:  ## the whole test suite (CPU, a few minutes on 2 cores)
 	WANDB_MODE=disabled $(PYTHON) -m pytest -q
+
+slurm-up:  ## a one-node SLURM cluster on this machine (root; installs slurm-wlm, munge, slurmdbd, mariadb)
+	bash scripts/slurm_local.sh up
+
+slurm-down:  ## stop that cluster's daemons (state and logs kept under /var/lib/broadcam-slurm)
+	bash scripts/slurm_local.sh down
 
 bench:  ## every benchmark; JSON under outputs/bench/
 	$(PYTHON) scripts/bench_cams.py
