@@ -1,4 +1,4 @@
-"""Sweeps end to end (tiny jobs in subprocesses): the submitit_local launcher, resuming a sweep that lost a
+"""Sweeps end to end (tiny jobs in subprocesses): the submitit local launcher (hydra/launcher=local), resuming a sweep that lost a
 job, and two jobs racing for one classifier."""
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def tiny(cache_dir: Path) -> list[str]:
 def test_submitit_local_sweep_then_resume_redoes_only_the_missing_job(cache_dir, tmp_path):
     sweep = tmp_path / "sweep"
     args = ["-m", "proportion=50,100", "cam=cam", *tiny(cache_dir), f"hydra.sweep.dir={sweep}"]
-    launched = run_cli(args + ["hydra/launcher=submitit_local"])
+    launched = run_cli(args + ["hydra/launcher=local"])
     assert launched.returncode == 0, launched.stderr[-3000:]
     assert (sweep / ".submitit").is_dir()  # the jobs really went through submitit
     found = sorted(sweep.glob("*/results.json"))
