@@ -70,10 +70,12 @@ def sacct_states(job_ids: list[str], wait_s: float = 60) -> dict[str, str]:
         time.sleep(1)
 
 
-def test_sweep_on_slurm_completes_both_jobs_sharing_one_classifier(slurm_cluster, cache_dir, tmp_path):
-    sweep, classifiers = tmp_path / "sweep", tmp_path / "classifiers"  # a fresh cache: one job must train
+def test_sweep_on_slurm_completes_both_jobs_sharing_one_classifier(slurm_cluster, tmp_path):
+    # A fresh classifier cache (one job must train) and its own data root (the session's cache_dir holds
+    # exactly the splits other tests count).
+    sweep, classifiers = tmp_path / "sweep", tmp_path / "classifiers"
     args = ["-m", "hydra/launcher=slurm_cpu", "cam=cam,gradcam", "proportion=50", *TINY_JOB, *LIGHT_EVAL,
-            f"data.root={cache_dir / 'synthetic'}", f"paths.cache_dir={classifiers}", f"hydra.sweep.dir={sweep}"]
+            f"data.root={tmp_path / 'synthetic'}", f"paths.cache_dir={classifiers}", f"hydra.sweep.dir={sweep}"]
     launched = run_cli(args)
     assert launched.returncode == 0, launched.stderr[-3000:]
 
