@@ -37,12 +37,12 @@ def cluster_problem() -> str | None:
         return f"no {', '.join(missing)} on PATH (SLURM not installed)"
     nodes = slurm("sinfo", "-h", "-N", "-o", "%t")
     if nodes.returncode != 0:
-        return f"sinfo failed ({(nodes.stderr.strip() or nodes.stdout.strip() or "no output").splitlines()[-1]})"
+        return f"sinfo failed ({(nodes.stderr.strip() or nodes.stdout.strip() or 'no output').splitlines()[-1]})"
     if not any(state.rstrip("*") in ("idle", "mix", "alloc") for state in nodes.stdout.split()):
         return f"no node can run jobs (sinfo states: {nodes.stdout.split()})"
     accounting = slurm("sacct", "-n", "-X", "-S", "now")
     if accounting.returncode != 0:
-        return f"sacct failed (no accounting, which submitit needs: {(accounting.stderr.strip() or "no output").splitlines()[-1]})"
+        return f"sacct failed (no accounting, which submitit needs: {(accounting.stderr.strip() or 'no output').splitlines()[-1]})"
     return None
 
 
