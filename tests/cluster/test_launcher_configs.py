@@ -7,7 +7,6 @@ import warnings
 import pytest
 from hydra import compose, initialize_config_dir
 
-import src.resolvers  # noqa: F401  (the configs use its resolvers)
 from tests.conftest import REPO
 
 
