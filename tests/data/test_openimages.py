@@ -13,22 +13,18 @@ import torch
 from src.data.image_io import DatasetError
 from src.data.openimages import (OpenImagesDataModule, instance_boxes, load_wsol_mask, read_class_labels,
                                  read_localization)
-from tests.conftest import SHARED
 from tests.data.layouts import OI_FOLDERS, OI_IMAGES, OI_SIZE, make_openimages
+from tests.fixtures import WSOL_MASK_ROOT as MASK_ROOT
+from tests.fixtures import WSOL_VAL_METADATA as VAL_METADATA
 from tests.helpers import compose_config, run_cli
 
-PEER = SHARED / "peers" / "wsolevaluation"
-MASK_ROOT = PEER / "test_data" / "test_masks"
-VAL_METADATA = PEER / "metadata" / "OpenImages" / "val"
-needs_peer = pytest.mark.skipif(not MASK_ROOT.is_dir(), reason=f"wsolevaluation fixtures absent: {MASK_ROOT}")
 
-# EXPECTED.md: a constant map's PxAP = 100 · fg / (fg + bg); wsolevaluation's counts (fg exact)
+# The fixtures README: a constant map's PxAP = 100 · fg / (fg + bg); wsolevaluation's counts (fg exact)
 CONSTANT_MAP = {"val/0bt_c3/1cd9ac0169ec7df0.jpg": (43031, 7145), "val/0bt_c3/3a29f0b33894d4a6.jpg": (833, 49342),
                 "val/0bt_c3/3b3b9931325d65c9.jpg": (347, 13909)}
 
 
 # ----------------------------------------------------------------------------------------------- real fixtures
-@needs_peer
 @pytest.mark.parametrize("image", sorted(CONSTANT_MAP))
 def test_real_masks_give_wsolevaluation_foreground_fractions(image):
     instances, ignore = read_localization(VAL_METADATA / "localization.txt")[image]
@@ -41,7 +37,6 @@ def test_real_masks_give_wsolevaluation_foreground_fractions(image):
     assert ours == pytest.approx(100 * fg / (fg + bg), abs=0.1)
 
 
-@needs_peer
 def test_real_ignore_region_excludes_foreground():
     image = "val/0bt_c3/3b3b9931325d65c9.jpg"  # the only fixture with a non-empty ignore mask
     instances, ignore = read_localization(VAL_METADATA / "localization.txt")[image]
@@ -52,10 +47,9 @@ def test_real_ignore_region_excludes_foreground():
     assert (mask == 255).sum() > 0 and ((mask == 255) & foreground).sum() == 0
 
 
-@needs_peer
 def test_real_all_zero_and_all_one_ground_truths():
-    """The two 0by6g images: EXPECTED.md's table crosses their files, the files make one GT all-zero and
-    the other all-one either way."""
+    """The two 0by6g images: the fixtures README's table crosses their files, the files make one GT all-zero
+    and the other all-one either way."""
     loc = read_localization(VAL_METADATA / "localization.txt")
     zero, one = "val/0by6g/490365f63135f3e0.jpg", "val/0by6g/b4d953e7105da1d8.jpg"
     assert (load_wsol_mask(MASK_ROOT, *loc[zero]) == 0).all()
@@ -64,7 +58,6 @@ def test_real_all_zero_and_all_one_ground_truths():
     assert {int(load_wsol_mask(MASK_ROOT, *crossed[k]).max()) for k in crossed} == {0, 1}
 
 
-@needs_peer
 def test_real_val_metadata_parses():
     labels = read_class_labels(VAL_METADATA / "class_labels.txt", 100)
     assert len(labels) == 2500 and np.bincount([label for label, _ in labels.values()]).tolist() == [25] * 100

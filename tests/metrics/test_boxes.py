@@ -1,4 +1,5 @@
-"""boxes_from_scoremap and box_iou reproduce wsolevaluation's own test expectations (EXPECTED.md)."""
+"""boxes_from_scoremap and box_iou reproduce wsolevaluation's own test expectations
+(tests/fixtures/wsolevaluation/README.md)."""
 import pytest
 import torch
 

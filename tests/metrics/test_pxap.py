@@ -1,7 +1,6 @@
 """PxAP reproduces wsolevaluation's own expectations on its real OpenImages masks, and its histogram
 arithmetic (np.histogram over the same edges) on random maps."""
 import functools
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -9,16 +8,16 @@ import pytest
 import torch
 
 from src.metrics import PxAP
+from tests.fixtures import WSOL_MASK_ROOT as MASK_ROOT
+from tests.fixtures import WSOL_VAL_METADATA
 
-PEER = Path(__file__).resolve().parents[2].parent / "shared" / "peers" / "wsolevaluation"
-MASK_ROOT = PEER / "test_data" / "test_masks"
-LOCALIZATION = PEER / "metadata" / "OpenImages" / "val" / "localization.txt"
+LOCALIZATION = WSOL_VAL_METADATA / "localization.txt"
 SIZE = 224
 IMAGES = {
     "1cd9ac0169ec7df0": "val/0bt_c3/1cd9ac0169ec7df0.jpg",
     "3a29f0b33894d4a6": "val/0bt_c3/3a29f0b33894d4a6.jpg",
     "3b3b9931325d65c9": "val/0bt_c3/3b3b9931325d65c9.jpg",
-    # EXPECTED.md's table crosses these two images' files, but the files say otherwise (the
+    # The fixtures README's table crosses these two images' files, but the files say otherwise (the
     # b4d953..._m0by6g_9f8621ff.png mask is all 255); the real localization.txt pairs each with its own
     "all_zero_gt": "val/0by6g/490365f63135f3e0.jpg",
     "all_one_gt": "val/0by6g/b4d953e7105da1d8.jpg",
@@ -30,8 +29,6 @@ CONSTANT_COUNTS = {
     "3a29f0b33894d4a6": (833, 49342),
     "3b3b9931325d65c9": (347, 13909),
 }
-
-needs_peer = pytest.mark.skipif(not MASK_ROOT.is_dir(), reason=f"wsolevaluation fixtures absent: {MASK_ROOT}")
 
 
 def mask_paths(image_id):
@@ -69,7 +66,6 @@ def pxap_of(scoremap, mask, num_thresholds=100):
     return metric.compute()
 
 
-@needs_peer
 @pytest.mark.parametrize("name", list(CONSTANT_COUNTS))
 @pytest.mark.parametrize("ignore_score", [0.0, 1.0])
 def test_perfect_map_is_100(name, ignore_score):
@@ -79,7 +75,6 @@ def test_perfect_map_is_100(name, ignore_score):
     assert pxap_of(scoremap, mask) == 100.0
 
 
-@needs_peer
 @pytest.mark.parametrize("name", list(CONSTANT_COUNTS))
 @pytest.mark.parametrize("value", [0.0, 0.5, 1.0])
 def test_constant_map_is_foreground_fraction(name, value):
@@ -89,14 +84,12 @@ def test_constant_map_is_foreground_fraction(name, value):
     assert pxap_of(torch.full((SIZE, SIZE), value), mask) == pytest.approx(expected, abs=0.1)
 
 
-@needs_peer
 @pytest.mark.parametrize("value", [0.0, 1.0])
 def test_all_zero_gt_raises(value):
     with pytest.raises(ValueError, match="no positive ground truth"):
         pxap_of(torch.full((SIZE, SIZE), value), load_mask("all_zero_gt"))
 
 
-@needs_peer
 @pytest.mark.parametrize("value", [0.0, 1.0])
 def test_all_one_gt_is_100(value):
     assert pxap_of(torch.full((SIZE, SIZE), value), load_mask("all_one_gt")) == pytest.approx(100, abs=0.1)
