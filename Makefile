@@ -10,6 +10,9 @@ OPENIMAGES_ROOT ?= data/wsolevaluation
 SWEEP ?= outputs/broadcam/multiruns/synthetic_demo
 
 DEMO_SWEEP ?= outputs/broadcam/multiruns/synthetic_demo
+# Extra overrides for every job of a reproduce-* grid, e.g. a cluster with 4 GPUs per job:
+#   make reproduce-voc GRID_ARGS='hydra/launcher=slurm hydra.launcher.partition=gpu trainer=ddp trainer.devices=4'
+GRID_ARGS ?=
 
 install:  ## install the package with its test oracles and the SLURM launcher
 	$(PYTHON) -m pip install -e ".[dev,slurm]"
@@ -36,16 +39,22 @@ sweep-demo:  ## the synthetic grid (proportion 1,2,5 × broadcam,gradcam) on the
 	$(PYTHON) -m src.run -m experiment=synthetic_demo
 	$(PYTHON) scripts/report.py outputs/broadcam/multiruns/synthetic_demo
 
+# The reproduce-* grids run in two stages: first one job per classifier (the cheap `cam` method, in a sweep
+# folder of its own) trains every classifier of the grid once; then the full grid, whose jobs all load their
+# classifier from the cache, so no job holds a GPU while waiting for another to train.
 reproduce-voc:  ## the paper's VOC2012 grid (GPU), then its report; data root from VOC_ROOT
-	$(PYTHON) -m src.run -m experiment=voc_wsss data.root=$(VOC_ROOT)
+	$(PYTHON) -m src.run -m experiment=voc_wsss data.root=$(VOC_ROOT) cam=cam sweep_name=voc_wsss_classifiers $(GRID_ARGS)
+	$(PYTHON) -m src.run -m experiment=voc_wsss data.root=$(VOC_ROOT) $(GRID_ARGS)
 	$(PYTHON) scripts/report.py outputs/broadcam/multiruns/voc_wsss
 
 reproduce-bcss:  ## the paper's BCSS-WSSS grid (GPU), then its report; data root from BCSS_ROOT
-	$(PYTHON) -m src.run -m experiment=bcss_wsss data.root=$(BCSS_ROOT)
+	$(PYTHON) -m src.run -m experiment=bcss_wsss data.root=$(BCSS_ROOT) cam=cam sweep_name=bcss_wsss_classifiers $(GRID_ARGS)
+	$(PYTHON) -m src.run -m experiment=bcss_wsss data.root=$(BCSS_ROOT) $(GRID_ARGS)
 	$(PYTHON) scripts/report.py outputs/broadcam/multiruns/bcss_wsss
 
 reproduce-openimages:  ## the paper's OpenImages30k WSOL grid (GPU), then its report; root from OPENIMAGES_ROOT
-	$(PYTHON) -m src.run -m experiment=openimages_wsol data.root=$(OPENIMAGES_ROOT)
+	$(PYTHON) -m src.run -m experiment=openimages_wsol data.root=$(OPENIMAGES_ROOT) cam=cam sweep_name=openimages_wsol_classifiers $(GRID_ARGS)
+	$(PYTHON) -m src.run -m experiment=openimages_wsol data.root=$(OPENIMAGES_ROOT) $(GRID_ARGS)
 	$(PYTHON) scripts/report.py outputs/broadcam/multiruns/openimages_wsol
 
 report:  ## tables, plots and the seed grid of a sweep: make report SWEEP=<sweep dir>
