@@ -29,11 +29,11 @@ slurm-up:  ## a one-node SLURM cluster on this machine (root; installs slurm-wlm
 slurm-down:  ## stop that cluster's daemons (state and logs kept under /var/lib/broadcam-slurm)
 	bash scripts/slurm_local.sh down
 
-bench:  ## every benchmark; JSON under outputs/bench/
-	$(PYTHON) scripts/bench_cams.py
-	$(PYTHON) scripts/bench_bls.py
-	$(PYTHON) scripts/bench_eval.py
-	$(PYTHON) scripts/bench_sweep.py
+bench:  ## every benchmark (scripts/bench.py subcommands); JSON under outputs/bench/
+	$(PYTHON) scripts/bench.py cams
+	$(PYTHON) scripts/bench.py bls
+	$(PYTHON) scripts/bench.py eval
+	$(PYTHON) scripts/bench.py sweep
 
 sweep-demo:  ## the synthetic grid (proportion 1,2,5 × broadcam,gradcam) on the CPU, then its report
 	$(PYTHON) -m src.run -m experiment=synthetic_demo

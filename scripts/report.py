@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import partial
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from src.jobs.artifacts import grid_inputs  # noqa: E402
 from src.reporting.report import build_report  # noqa: E402
 
 
@@ -43,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     out = args.out or args.dirs[0] / "report"
     try:
-        written = build_report(args.dirs, out, args.grid_images, args.cell_px, args.device, dict(args.data))
+        grid = partial(grid_inputs, images=args.grid_images, device=args.device, data_overrides=dict(args.data))
+        written = build_report(args.dirs, out, grid if args.grid_images > 0 else None, args.cell_px)
     except (FileNotFoundError, KeyError, ValueError) as error:
         message = error.args[0] if error.args else repr(error)
         print(f"error: {message}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """The seed-grid demo: `python -m src.demo sweep=<sweep dir> cams=[broadcam,gradcam] proportions=[1,2,5]
 images=<file or folder>` (config `conf/demo.yaml`).
 
-Loads each (CAM method, proportion) job of a finished sweep (its cached classifier and BLS, `src.sweep_jobs`)
+Loads each (CAM method, proportion) job of a finished sweep (its cached classifier and BLS, `src.jobs.artifacts`)
 and writes one PNG per image and class: rows = CAM methods, columns = proportions, each tile the class's seed
 map (divided by its max, as scored) over the image; the image (and its mask when one is found) come first.
 Without `images=` it takes the first `num_images` images of the evaluation split and their ground-truth
@@ -14,30 +14,29 @@ header bands + rows × tile high.
 """
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
-import matplotlib
 import numpy as np
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from PIL import Image, ImageDraw, ImageFont
 
+from src.data.atomic import atomic_path
 from src.data.image_io import DatasetError, read_index_png, read_rgb
 from src.data.transforms import EvalTransform
-from src.export_seeds import IMAGE_EXTENSIONS, dataset_palette, seed_file_stem
-from src.reporting.figures import denormalize
-from src.sweep_jobs import JobArtifacts, find_jobs, load_job
+from src.evaluation.export import IMAGE_EXTENSIONS, seed_file_stem
+from src.jobs.artifacts import JobArtifacts, load_job
+from src.reporting.overlay import denormalize, overlay
+from src.reporting.results import find_jobs, safe_dirname
 
 LABEL_WIDTH = 96  # px: the band of method names left of the tiles
 TITLE_HEIGHT = 24  # px: the class name above everything
 HEADER_HEIGHT = 20  # px: the column labels ("image", "mask", "5 %")
 FONT_SIZE = 12
-MASK_DIRS = ("mask", "masks", "SegmentationClass", "SegmentationClassAug")  # BCSS-WSSS and VOC layouts
 
 
 class DemoError(ValueError):
@@ -117,9 +116,9 @@ def image_files(path: Path) -> list[Path]:
     raise DemoError(f"images={str(path)!r} does not exist; expected an image file or a folder of images")
 
 
-def find_mask(image_path: Path) -> Path | None:
-    """A mask beside a dataset's image: `<dir>/../{mask,masks,SegmentationClass,…}/<stem>.png`."""
-    for folder in MASK_DIRS:
+def find_mask(image_path: Path, mask_dirs: Sequence[str]) -> Path | None:
+    """A mask beside a dataset's image: `<dir>/../<mask dir>/<stem>.png` for the dataset's `mask_dirs`."""
+    for folder in mask_dirs:
         candidate = image_path.parent.parent / folder / f"{image_path.stem}.png"
         if candidate.is_file() and candidate != image_path:
             return candidate
@@ -137,7 +136,7 @@ def user_images(path: Path, job: JobArtifacts) -> list[DemoImage]:
         with torch.no_grad():
             probabilities = torch.sigmoid(job.net(image[None].to(device)))[0].cpu()
         classes = torch.nonzero(probabilities > 0.5).flatten().tolist() or [int(probabilities.argmax())]
-        mask_path, mask = find_mask(file), None
+        mask_path, mask = find_mask(file, job.datamodule.mask_dirs), None
         if mask_path is not None:
             try:
                 mask = transform.mask(torch.from_numpy(read_index_png(mask_path)))
@@ -168,10 +167,8 @@ def image_tile(image: torch.Tensor, tile: int) -> Image.Image:
 
 
 def overlay_tile(image: torch.Tensor, seed_map: torch.Tensor, tile: int) -> Image.Image:
-    """image [3, S, S] normalised, seed_map [S, S] in [0, 1] → tile × tile RGB: half image, half jet."""
-    heat = matplotlib.colormaps["jet"](seed_map.clamp(0, 1).numpy())[..., :3]
-    pixels = 0.5 * denormalize(image).numpy() + 0.5 * heat
-    return Image.fromarray((pixels * 255).round().astype(np.uint8)).resize((tile, tile), Image.BILINEAR)
+    """image [3, S, S] normalised, seed_map [S, S] in [0, 1] → tile × tile RGB overlay."""
+    return Image.fromarray(overlay(image, seed_map)).resize((tile, tile), Image.BILINEAR)
 
 
 def mask_tile(mask: torch.Tensor, palette: Sequence[int], tile: int) -> Image.Image:
@@ -229,10 +226,6 @@ def demo_device(name: str) -> torch.device:
     return device
 
 
-def file_label(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text).strip("_") or "class"
-
-
 def run_demo(cfg: DictConfig) -> list[Path]:
     """Write the grids of `cfg` (see conf/demo.yaml); returns the files written."""
     if OmegaConf.is_missing(cfg, "sweep") or not cfg.sweep:
@@ -262,7 +255,7 @@ def run_demo(cfg: DictConfig) -> list[Path]:
         tiles[key] = seed_tiles(job, images, datamodule.num_classes, tile, datamodule.eval_batch_size)
     out = Path(cfg.out) if cfg.out else sweep / "demo"
     out.mkdir(parents=True, exist_ok=True)
-    palette = dataset_palette(datamodule.name)
+    palette = datamodule.palette()
     written = []
     for index, item in enumerate(images):
         lead = [image_tile(item.image, tile)] + ([mask_tile(item.mask, palette, tile)] if item.mask is not None else [])
@@ -271,8 +264,9 @@ def run_demo(cfg: DictConfig) -> list[Path]:
             rows = [[tiles[(cam, p)][index][position] for p in proportions] for cam in cams]
             name = datamodule.class_names[c]
             grid = compose_grid(lead, rows, cams, labels, f"{name} ({item.name})", tile)
-            path = out / f"{item.name}__{file_label(name)}.png"
-            grid.save(path)
+            path = out / f"{item.name}__{safe_dirname(name)}.png"
+            with atomic_path(path) as tmp:
+                grid.save(tmp)
             written.append(path)
     return written
 

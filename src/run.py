@@ -13,12 +13,11 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-import src.resolvers  # noqa: F401  (registers ${safe_dirname:...} and ${named_or:...})
-from src.config_checks import ConfigError, check_group_overrides
-from src.evaluation import CamEvaluation
-from src.export_seeds import export_seeds
-from src.job import (config_fingerprint, evaluation_kwargs, finish_loggers, prepare_job, previous_results,
-                     train_or_load)
+import src.jobs.resolvers  # noqa: F401  (registers ${safe_dirname:...} and ${named_or:...})
+from src.jobs.cache import train_or_load
+from src.jobs.config_checks import ConfigError, check_group_overrides
+from src.jobs.setup import build_evaluation, build_export, finish_loggers, fit_cam_method, prepare_job
+from src.jobs.sweeps import config_fingerprint, previous_results
 from src.reporting import save_cam_grid, write_json_atomic
 from src.reporting.wandb_logging import log_job
 
@@ -35,15 +34,16 @@ def run_job(cfg: DictConfig) -> dict:
     # worker's RNG follow `seed`. On the CPU this makes a job's metrics repeatable; on CUDA, atomics in
     # backward/scatter kernels and cuDNN's autotuned algorithms still vary run to run unless
     # `trainer.deterministic=true` (Lightning then sets torch.use_deterministic_algorithms and cuDNN's flags).
-    pl.seed_everything(int(cfg.seed), workers=True)
-    job = prepare_job(cfg)  # validates the config, builds data, model, loggers; raises ConfigError
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)  # quiet: a bad-input error stays one line
+    job = prepare_job(cfg)  # validates the config, builds data, model, CAM, loggers; raises ConfigError
     try:
         trainer = hydra.utils.instantiate(cfg.trainer, logger=job.loggers, callbacks=job.callbacks)
-        timings, classifier = train_or_load(cfg, job, trainer)
-        fitted = {"bls": job.model.bls} if getattr(job.model, "bls", None) is not None else {}
-        cam_kwargs = {**cfg.cam.get("options", {}), **fitted}
-        evaluation = CamEvaluation(job.model.net, cfg.cam.name, job.target_layers, cam_kwargs,
-                                   **evaluation_kwargs(cfg, job.datamodule))
+        train_s, classifier = train_or_load(cfg, job.model, job.datamodule, trainer)
+        device = next(job.model.net.parameters()).device
+        cam, bls_info = fit_cam_method(job, str(out) if trainer.is_global_zero else None, device,
+                                       step=trainer.global_step)
+        timings = {"train_s": train_s, **({"bls_s": bls_info["fit_s"]} if bls_info else {})}
+        evaluation = build_evaluation(cfg, job, cam)
         trainer.test(evaluation, datamodule=job.datamodule, verbose=False)
         scores = evaluation.results()
         timings.update(evaluation.timings, total_s=time.perf_counter() - started)
@@ -52,21 +52,17 @@ def run_job(cfg: DictConfig) -> dict:
             "proportion": job.proportion, "seed": int(cfg.seed), "n_train": len(job.datamodule.subset_indices),
             "n_eval": len(job.datamodule.eval_set), "metrics": scores["metrics"], "details": scores["details"],
             "timings": {k: round(v, 3) for k, v in timings.items()}, "classifier": classifier,
-            "bls": getattr(job.model, "bls_info", None), "config_fingerprint": config_fingerprint(cfg),
-            "config": job.resolved_config,
+            "bls": bls_info, "config_fingerprint": config_fingerprint(cfg), "config": job.resolved_config,
         }
-        save_cam_grid(evaluation.figure_samples, list(job.datamodule.class_names), out / "cams.png",
-                      job.datamodule.ignore_index)
-        if cfg.export.seeds and trainer.is_global_zero:  # before results.json, so an interrupted export reruns
-            threshold = scores["metrics"].get("seed_threshold") if cfg.export.threshold is None else cfg.export.threshold
-            counts = export_seeds(job.model.net, cfg.cam.name, job.target_layers, cam_kwargs, job.datamodule,
-                                  cfg.export.split, cfg.export.dir, threshold=threshold,
-                                  device=trainer.strategy.root_device)
-            results["export"] = {"dir": str(cfg.export.dir), "written": counts.written, "skipped": counts.skipped}
+        class_names = list(job.datamodule.class_names)
+        save_cam_grid(evaluation.figure_samples, class_names, out / "cams.png", job.datamodule.ignore_index)
+        export = build_export(cfg)
+        if export.seeds and trainer.is_global_zero:  # before results.json, so an interrupted export reruns
+            results["export"] = export(job.model.net, cam, job.datamodule, scores["metrics"].get("seed_threshold"),
+                                       device=trainer.strategy.root_device)
         for logger in job.loggers:
             logger.log_metrics({f"eval/{k}": v for k, v in scores["metrics"].items() if v is not None})
-        log_job(job.loggers, results, evaluation.figure_samples, list(job.datamodule.class_names),
-                job.datamodule.ignore_index)
+        log_job(job.loggers, results, evaluation.figure_samples, class_names, job.datamodule.ignore_index)
         write_json_atomic(out / "results.json", results)  # last: its presence means the job is complete
     finally:
         finish_loggers(job.loggers)

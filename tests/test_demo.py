@@ -10,7 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from src.data import SyntheticDataModule
+from src.data import BCSSDataModule, SyntheticDataModule, VOCSegmentationDataModule
 from src.demo import (HEADER_HEIGHT, LABEL_WIDTH, TITLE_HEIGHT, DemoError, compose_grid, find_mask, grid_size,
                       run_demo, select_jobs)
 from tests.conftest import REPO, TINY_JOB
@@ -64,14 +64,16 @@ def test_grid_places_tiles_in_rows_and_columns():
 
 
 def test_masks_are_found_in_dataset_layouts(tmp_path):
-    for images, masks in (("img", "mask"), ("JPEGImages", "SegmentationClass")):
+    for images, masks, data in (("img", "mask", BCSSDataModule), ("JPEGImages", "SegmentationClass",
+                                                                  VOCSegmentationDataModule)):
         image = tmp_path / images / "x.jpg"
         image.parent.mkdir()
         image.touch()
-        assert find_mask(image) is None
+        assert find_mask(image, data.mask_dirs) is None
         (tmp_path / masks).mkdir()
         (tmp_path / masks / "x.png").touch()
-        assert find_mask(image) == tmp_path / masks / "x.png"
+        assert find_mask(image, data.mask_dirs) == tmp_path / masks / "x.png"
+        assert find_mask(image, SyntheticDataModule.mask_dirs) is None  # a dataset without mask folders
         for path in (image, tmp_path / masks / "x.png"):
             path.unlink()
             path.parent.rmdir()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from src.config_checks import ConfigError
+from src.jobs.config_checks import ConfigError
 from src.reporting.results import REQUIRED_KEYS, read_results
 from src.run import run_job
 from tests.helpers import compose_config, run_cli
@@ -27,7 +27,7 @@ def test_one_job_writes_the_results_contract(tiny_overrides, tmp_path):
     assert on_disk["bls"]["n"] == 60 and (job / "bls.pt").exists()  # BroadCAM fits on the job's own subset
     assert (job / "cams.png").stat().st_size > 1000
     assert (job / "csv" / "metrics.csv").exists()
-    assert not list(job.glob("*.tmp"))
+    assert not list(job.glob("*.tmp*"))
 
 
 @pytest.mark.parametrize(("override", "key"), [

@@ -20,7 +20,7 @@ reproduces up to float64 rounding:
 - Collapse: the whole model is affine in X, `coef = W_Z / σ + (θ / σ) · diag(1 / (max D + 1e-8)) · W_H`.
   The original divides by `max D` without the 1e-8 there; we keep the 1e-8 (as METHOD.md §2.5) so that
   `predict(X) − X·coef` is exactly constant per class. The two differ by ~1e-8 / max D relative, which is
-  ~1e-4 at VOC scale, where α·n makes pre_W and hence max D tiny (see scripts/bench_bls.py).
+  ~1e-4 at VOC scale, where α·n makes pre_W and hence max D tiny (see `scripts/bench.py bls`).
 
 Departures, all on inputs where the original fails or is undefined:
 - `m = 0` (some class has fewer than `step` positive pre-weights): no enhancement nodes (the original raises

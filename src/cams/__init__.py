@@ -8,9 +8,9 @@ import importlib
 import pkgutil
 
 from .engine import FUSIONS, CamEngine, CamView, normalize_maps
-from .registry import CAM_METHODS, create_cam, register_cam
+from .registry import CAM_METHODS, CamSpec, create_cam, register_cam
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["CAM_METHODS", "FUSIONS", "CamEngine", "CamView", "create_cam", "normalize_maps", "register_cam"]
+__all__ = ["CAM_METHODS", "FUSIONS", "CamEngine", "CamSpec", "CamView", "create_cam", "normalize_maps", "register_cam"]

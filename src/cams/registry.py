@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from torch import nn
@@ -36,3 +37,20 @@ def create_cam(name: str, model: nn.Module, target_layers: str | Sequence[str], 
     if name not in CAM_METHODS:
         raise KeyError(f"unknown CAM method {name!r}; available: {sorted(CAM_METHODS)}")
     return CAM_METHODS[name](model, target_layers, **options)
+
+
+@dataclass
+class CamSpec:
+    """A configured CAM method, not yet hooked on a network: what evaluation, export and the demo share.
+
+    `name` is a registry key, `target_layers` the `named_modules()` names it hooks, `options` the
+    `create_cam` kwargs (engine options plus what the method fitted, e.g. `bls=`).
+    """
+
+    name: str
+    target_layers: list[str]
+    options: dict = field(default_factory=dict)
+
+    def create(self, model: nn.Module, **overrides) -> CamEngine:
+        """`create_cam(name, model, target_layers, **options, **overrides)`; hooks stay until `remove()`."""
+        return create_cam(self.name, model, list(self.target_layers), **{**self.options, **overrides})

@@ -20,6 +20,8 @@ BCSS_CLASSES = ("TUM", "STR", "LYM", "NEC")
 BACKGROUND = 4
 SPLIT_DIRS = {"train": ("train", "training"), "val": ("val", "valid"), "test": ("test",)}
 LABEL_IN_NAME = re.compile(r"\[([01]{4})\]$")
+# The released masks' colours: TUM red, STR green, LYM blue, NEC purple, background white
+BCSS_COLOURS = ((255, 0, 0), (0, 255, 0), (0, 0, 255), (153, 0, 255), (255, 255, 255))
 MASK_VALUES = np.zeros(256, dtype=bool)
 MASK_VALUES[: BACKGROUND + 1] = True
 
@@ -59,6 +61,12 @@ class BCSSDataModule(FileSplitDataModule):
     published_sizes = {"train": 23422, "val": 3418, "test": 4986}  # the BCSS-WSSS Readme
     root_expected = "the BCSS-WSSS folder holding train/ (or training/), val/ (or valid/) and test/"
     dataset_class = BCSSDataset
+    mask_dirs = ("mask",)
+
+    def palette(self) -> list[int]:
+        """`BCSS_COLOURS` for values 0–4 (4 = background), black after (768 ints)."""
+        palette = [channel for colour in BCSS_COLOURS for channel in colour]
+        return palette + [0] * (768 - len(palette))
 
     def __init__(self, root: str, image_size: int = 224, train_scale: tuple[float, float] = (0.8, 1.0),
                  on_corrupt: str = "error", eval_split: str = "test", **kwargs):

@@ -13,7 +13,9 @@ import numpy as np
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from src.data.atomic import write_text_atomic
 from src.data.collate import collate_samples
+from src.data.palettes import voc_palette
 from src.data.proportion import check_proportion, proportion_subset
 
 
@@ -22,7 +24,9 @@ class ProportionDataModule(pl.LightningDataModule):
 
     Class attributes a subclass sets: `name` (as in results.json), `class_names`; `seed_background` (True: seeds get a background
     plane swept over thresholds, masks use 0 = background and 1..C; False: argmax over the classes, masks
-    use 0..C-1); `ignore_index` (mask value excluded from scoring); `metrics` (names the pipeline computes).
+    use 0..C-1); `ignore_index` (mask value excluded from scoring); `metrics` (names the pipeline computes);
+    `mask_dirs` (folders beside the image folder that hold masks of the same stem, for user images) and
+    `palette()` (the seed masks' colours). Its datasets give each image's original size: `original_hw(i)`.
     """
 
     name: str = ""
@@ -31,6 +35,11 @@ class ProportionDataModule(pl.LightningDataModule):
     ignore_index: int = 255
     metrics: tuple[str, ...] = ("seed_mIoU",)
     train_split: str = "train"
+    mask_dirs: tuple[str, ...] = ()
+
+    def palette(self) -> list[int]:
+        """The 768-int palette of seed-mask PNGs (VOC's unless the dataset has its own)."""
+        return voc_palette()
 
     def __init__(self, proportion: float = 100.0, seed: int = 0, eval_split: str = "val", batch_size: int = 32,
                  eval_batch_size: int | None = None, num_workers: int = 0):
@@ -49,7 +58,8 @@ class ProportionDataModule(pl.LightningDataModule):
 
     def build_dataset(self, split: str, train: bool) -> Dataset:
         """The dataset of `split`; `train=True` gives training transforms. It must expose
-        `labels` (np.ndarray [n, C] 0/1) and `ids` (list of n str)."""
+        `labels` (np.ndarray [n, C] 0/1), `ids` (list of n str) and `original_hw(index)` ((H, W) of the image
+        as stored, before any resize)."""
         raise NotImplementedError
 
     def setup(self, stage: str | None = None) -> None:
@@ -68,12 +78,7 @@ class ProportionDataModule(pl.LightningDataModule):
 
     def save_subset_ids(self, path: str | Path) -> Path:
         """Write the subset's image ids, one per line (atomically)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("\n".join(self.subset_ids) + "\n")
-        tmp.replace(path)
-        return path
+        return write_text_atomic(path, "\n".join(self.subset_ids) + "\n")
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,

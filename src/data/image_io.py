@@ -211,6 +211,10 @@ class ImageFileDataset(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
+    def original_hw(self, index: int) -> tuple[int, int]:
+        """(H, W) of image `index` as stored, from its file header."""
+        return image_hw(self.files.images[index])
+
     def __getitem__(self, index: int) -> dict:
         image = read_rgb(self.files.images[index])
         sample = {"labels": torch.from_numpy(self.labels[index]).float(), "index": index, "id": self.ids[index]}

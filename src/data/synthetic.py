@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from src.data.atomic import atomic_path
 from src.data.collate import empty_boxes
 from src.data.datamodule import ProportionDataModule
 from src.data.synthetic_shapes import IGNORE_INDEX, SHAPE_NAMES, render_image
@@ -31,13 +31,11 @@ def synthetic_split(root: str | Path, split: str, count: int, image_size: int, g
     key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
     path = Path(root) / f"{split}_{count}x{image_size}_{key}.npz"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
         rendered = [render_image(generator_seed * 7919 + SPLIT_OFFSETS[split] + i, image_size) for i in range(count)]
         images, masks, labels, boxes = zip(*rendered)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez_compressed(tmp, images=np.stack(images), masks=np.stack(masks), labels=np.stack(labels),
-                            boxes=np.concatenate(boxes), box_counts=np.asarray([len(b) for b in boxes]))
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            np.savez_compressed(tmp, images=np.stack(images), masks=np.stack(masks), labels=np.stack(labels),
+                                boxes=np.concatenate(boxes), box_counts=np.asarray([len(b) for b in boxes]))
     with np.load(path) as arrays:
         return {name: arrays[name] for name in arrays.files}
 
@@ -56,6 +54,10 @@ class SyntheticShapesDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def original_hw(self, index: int) -> tuple[int, int]:
+        """(H, W) of image `index`: the rendered size (evaluation does not resize it)."""
+        return tuple(self.images.shape[1:3])
 
     def __getitem__(self, index: int) -> dict:
         image = torch.from_numpy(self.images[index]).permute(2, 0, 1)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import numpy as np
 
+from src.data.atomic import atomic_path
 from src.data.image_io import (CorruptFilePolicy, DatasetError, FileSplitDataModule, ImageFileDataset,
                                MissingFileError, SplitFiles, check_mask_values, first_existing, read_class_mask,
                                read_index_png, require_files, stack_labels)
@@ -97,6 +97,7 @@ class VOCSegmentationDataModule(FileSplitDataModule):
     root_expected = ("the VOC2012 folder (…/VOCdevkit/VOC2012) holding JPEGImages/, ImageSets/Segmentation/, "
                      "SegmentationClass/ (and SegmentationClassAug/)")
     dataset_class = VOCDataset
+    mask_dirs = ("SegmentationClass", "SegmentationClassAug")
 
     def __init__(self, root: str, image_size: int = 448, train_scale: tuple[float, float] = (0.5, 1.0),
                  on_corrupt: str = "error", cache_dir: str | None = None, train_split: str = "train_aug",
@@ -135,7 +136,8 @@ class VOCSegmentationDataModule(FileSplitDataModule):
                 labels.append(label)
         labels = stack_labels(labels, len(VOC_CLASSES))
         if cache is not None and cached is None and not policy.skipped:
-            _save_atomic(cache, labels)
+            with atomic_path(cache) as tmp:  # parallel jobs never read half a cache file
+                np.save(tmp, labels)
         missing = [masks[i] for i in kept if not has_mask[i]]
         annotations = None if missing else [(masks[i], xmls[i] if xmls[i].is_file() else None) for i in kept]
         absent = f"{len(missing)} of {len(kept)} masks not found under {mask_dir}, e.g. {missing[0]}" if missing else ""
@@ -148,10 +150,3 @@ class VOCSegmentationDataModule(FileSplitDataModule):
         key = json.dumps({"root": str(self.root.resolve()), "split": split, "ids": ids, "masks": has_mask, "v": 1})
         return self.cache_dir / f"voc_labels_{split}_{hashlib.sha1(key.encode()).hexdigest()[:12]}.npy"
 
-
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    """np.save via a temporary file, so parallel jobs never read half a cache file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
-    np.save(tmp, array)
-    tmp.replace(path)

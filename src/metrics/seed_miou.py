@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import torch
 from torchmetrics import Metric
 
+from src.metrics.seed_rule import best_class
+
 DEFAULT_THRESHOLDS = tuple(i / 100 for i in range(60))  # 0.00, 0.01, ..., 0.59 (IRN/PuzzleCAM sweep)
 
 
@@ -98,8 +100,8 @@ class SeedMIoU(Metric):
         if cams.dtype in (torch.float16, torch.bfloat16):
             cams = cams.float()  # bucketize has no half kernels everywhere; float32 holds half values exactly
 
-        allowed = cams.masked_fill(~present[:, :, None, None], float("-inf"))
-        score, best = allowed.max(dim=1)  # the first maximum on ties, like numpy's argmax
+        # the seed rule (src/metrics/seed_rule.py) at every threshold at once: `best` wins where score > t
+        score, best = best_class(cams, present)
         pred = best + 1 if self.background else best
 
         masks = masks.long()

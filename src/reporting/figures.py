@@ -1,4 +1,5 @@
-"""CAM overlay grids: for a few images, the image, its mask and the CAM of its classes."""
+"""The job's CAM figure (`cams.png`, written by `src.run`): for a few images, the image, its mask and the
+overlay of the CAM of its classes."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,14 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from src.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
-
-
-def denormalize(image: torch.Tensor) -> torch.Tensor:
-    """ImageNet-normalised [3, H, W] → [H, W, 3] in [0, 1]."""
-    mean = torch.tensor(IMAGENET_MEAN)[:, None, None]
-    std = torch.tensor(IMAGENET_STD)[:, None, None]
-    return (image.float() * std + mean).clamp(0, 1).permute(1, 2, 0)
+from src.data.atomic import atomic_path  # noqa: E402
+from src.reporting.overlay import denormalize, overlay  # noqa: E402
 
 
 def save_cam_grid(samples: list[dict], class_names: list[str], path: str | Path, ignore_index: int = 255) -> Path:
@@ -26,21 +21,18 @@ def save_cam_grid(samples: list[dict], class_names: list[str], path: str | Path,
     rows = max(len(samples), 1)
     fig, axes = plt.subplots(rows, 3, figsize=(6, 2 * rows), squeeze=False)
     for row, sample in zip(axes, samples):
-        image = denormalize(sample["image"])
         names = [class_names[i] for i in torch.nonzero(sample["labels"] > 0).flatten().tolist()]
         mask = sample["mask"].float().masked_fill(sample["mask"] == ignore_index, float("nan"))
-        row[0].imshow(image)
+        row[0].imshow(denormalize(sample["image"]))
         row[0].set_title(", ".join(names) or "(no class)", fontsize=7)
         row[1].imshow(mask, cmap="tab20", interpolation="nearest")
         row[1].set_title("mask", fontsize=7)
-        row[2].imshow(image)
-        row[2].imshow(sample["cams"].amax(0), cmap="jet", alpha=0.5, vmin=0, vmax=1)
+        row[2].imshow(overlay(sample["image"], sample["cams"].amax(0)))
         row[2].set_title("CAM", fontsize=7)
     for ax in axes.flat:
         ax.axis("off")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    tmp.replace(path)
     return path

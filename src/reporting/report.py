@@ -4,7 +4,8 @@ Outputs (under `out`): `results.csv` (one row per job), `tables/<dataset>_<backb
 CAM method, columns = proportion ascending, cells = mean ± std over seeds), `plots/<…>.png` (the metric
 against the proportion, log x-axis, one line per method, ±std bands), `seed_grid_<dataset>_<backbone>.png`
 (rows = methods, columns = proportions, for a few evaluation images, image and mask first) and `report.md`
-gathering the tables. Every file is written under a temp name and renamed.
+gathering the tables. Every file is written atomically. Called by `scripts/report.py`, which also supplies
+the seed grid's CAMs (`src.jobs.artifacts.grid_inputs`): reporting renders, it never builds a CAM.
 
 Statistics: std is the population std over seeds (numpy's default, ddof=0), so one seed gives 0 and the
 cell shows the mean alone. Two jobs with the same (dataset, backbone, cam, proportion, seed), e.g. from two
@@ -14,10 +15,9 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -27,34 +27,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from src.data.collate import collate_samples  # noqa: E402
-from src.reporting.figures import denormalize  # noqa: E402
-from src.resolvers import safe_dirname  # noqa: E402
-from src.sweep_jobs import find_jobs, load_job  # noqa: E402
+from src.data.atomic import atomic_path, write_text_atomic  # noqa: E402
+from src.reporting.overlay import denormalize, overlay  # noqa: E402
+from src.reporting.results import find_jobs, safe_dirname  # noqa: E402
 
 KEY_FIELDS = ("dataset", "backbone", "cam", "proportion", "seed")
 STD_DDOF = 0
 # In results.csv but not tabulated nor plotted: the chosen background threshold is a parameter, not a score.
 NOT_SCORES = frozenset({"seed_threshold"})
 GRID_DPI = 100
-
-
-@contextmanager
-def atomic_output(path: Path) -> Iterator[Path]:
-    """Yield a temp path beside `path` (same suffix, so matplotlib knows the format); rename it on success."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        yield tmp
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    with atomic_output(path) as tmp:
-        tmp.write_text(text)
-    return path
 
 
 # ----- rows and statistics --------------------------------------------------------------------------------
@@ -165,7 +146,7 @@ def plot_metric(summary: dict, metric: str, title: str, path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_output(path) as tmp:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=GRID_DPI)
     plt.close(fig)
     return path
@@ -177,58 +158,48 @@ def grid_pixel_size(images: int, methods: int, proportions: int, cell_px: int) -
     return (2 + proportions) * cell_px, images * methods * cell_px
 
 
-def grid_images(eval_set, count: int) -> list[int]:
-    """Indices of the first `count` evaluation images with at least one class."""
-    labels = np.asarray(eval_set.labels)
-    return [int(i) for i in np.flatnonzero(labels.sum(1) > 0)[:count]]
+@dataclass
+class GridInputs:
+    """What a seed grid shows: N evaluation images (`images` [N, 3, H, W] normalised, `masks` [N, H, W],
+    `labels` [N, C]) and per (cam, proportion) job the CAM overlay maps [N, H, W] in [0, 1]."""
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    labels: torch.Tensor
+    overlays: dict[tuple[str, float], torch.Tensor]
+    class_names: list[str]
+    ignore_index: int
 
 
-def seed_grid(rows: list[dict], path: Path, images: int = 3, cell_px: int = 128, device: str = "cpu",
-              data_overrides: dict | None = None) -> Path:
-    """The demo's seed grid for one dataset/backbone (the lowest seed's jobs): for each of the first `images`
-    evaluation images with a class, a block of rows = CAM methods, columns = image, mask, then one CAM
-    overlay (max over the image's GT-class seed maps) per proportion ascending. Each job's CAMs come from its
-    own cached classifier (and BLS), via `src.sweep_jobs.load_job`."""
-    seed = min(row["seed"] for row in rows)
-    jobs = {(row["cam"], row["proportion"]): Path(row["job_dir"]) for row in rows if row["seed"] == seed}
-    methods = sorted({cam for cam, _ in jobs})
-    proportions = sorted({p for _, p in jobs})
-    first = load_job(next(iter(jobs.values())), device, with_data=True, data_overrides=data_overrides)
-    datamodule = first.datamodule
-    indices = grid_images(datamodule.eval_set, images)
-    if not indices:
-        raise ValueError(f"{first.path}: the evaluation split has no image with a class to show")
-    batch = collate_samples([datamodule.eval_set[i] for i in indices])
-    overlays = {}
-    for key, job_dir in jobs.items():
-        job = first if job_dir == first.path.parent else load_job(job_dir, device, with_data=False)
-        overlays[key] = job.seed_maps(batch["image"], batch["labels"]).amax(1).cpu()  # [N, H, W] in [0, 1]
-    names = list(datamodule.class_names)
-    width, height = grid_pixel_size(len(indices), len(methods), len(proportions), cell_px)
+def seed_grid(grid: GridInputs, path: Path, cell_px: int = 128) -> Path:
+    """The demo's seed grid for one dataset/backbone: for each image, a block of rows = CAM methods, columns =
+    image, mask, then one CAM overlay per proportion ascending."""
+    methods = sorted({cam for cam, _ in grid.overlays})
+    proportions = sorted({p for _, p in grid.overlays})
+    count = len(grid.images)
+    names = grid.class_names
+    width, height = grid_pixel_size(count, len(methods), len(proportions), cell_px)
     fig = plt.figure(figsize=(width / GRID_DPI, height / GRID_DPI), dpi=GRID_DPI)
-    axes = fig.subplots(len(indices) * len(methods), 2 + len(proportions), squeeze=False)
+    axes = fig.subplots(count * len(methods), 2 + len(proportions), squeeze=False)
     fig.subplots_adjust(left=0, right=1, bottom=0, top=1, wspace=0.02, hspace=0.02)
     mask_colors = len(names) + 1
-    for n in range(len(indices)):
-        image = denormalize(batch["image"][n])
-        mask = batch["mask"][n].float()
-        mask = mask.masked_fill(batch["mask"][n] == datamodule.ignore_index, float("nan"))
-        present = torch.nonzero(batch["labels"][n] > 0).flatten().tolist()
+    for n in range(count):
+        mask = grid.masks[n].float().masked_fill(grid.masks[n] == grid.ignore_index, float("nan"))
+        present = torch.nonzero(grid.labels[n] > 0).flatten().tolist()
         block = axes[n * len(methods):(n + 1) * len(methods)]
-        block[0][0].imshow(image)
+        block[0][0].imshow(denormalize(grid.images[n]))
         _label(block[0][0], ", ".join(names[c] for c in present))
         block[0][1].imshow(mask, cmap="tab20", vmin=0, vmax=mask_colors, interpolation="nearest")
         _label(block[0][1], "mask")
         for m, cam in enumerate(methods):
             for p, proportion in enumerate(proportions):
                 ax = block[m][2 + p]
-                ax.imshow(image)
-                if (cam, proportion) in overlays:
-                    ax.imshow(overlays[(cam, proportion)][n], cmap="jet", alpha=0.5, vmin=0, vmax=1)
+                maps = grid.overlays.get((cam, proportion))
+                ax.imshow(denormalize(grid.images[n]) if maps is None else overlay(grid.images[n], maps[n]))
                 _label(ax, f"{cam} {proportion:g}%")
     for ax in axes.flat:
         ax.axis("off")
-    with atomic_output(path) as tmp:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=GRID_DPI)
     plt.close(fig)
     return path
@@ -240,10 +211,11 @@ def _label(ax, text: str) -> None:
 
 
 # ----- everything -----------------------------------------------------------------------------------------
-def build_report(dirs: Iterable[str | Path], out: str | Path, grid_images: int = 3, cell_px: int = 128,
-                 device: str = "cpu", data_overrides: dict | None = None) -> list[Path]:
-    """Write the csv, the tables, the plots, `report.md` and (if `grid_images` > 0) the seed grids of every
-    job below `dirs` into `out`; returns the files written. Raises FileNotFoundError when no job is found."""
+def build_report(dirs: Iterable[str | Path], out: str | Path,
+                 grid: Callable[[list[dict]], GridInputs] | None = None, cell_px: int = 128) -> list[Path]:
+    """Write the csv, the tables, the plots, `report.md` and (given `grid`, which makes the `GridInputs` of a
+    dataset/backbone's rows) the seed grids of every job below `dirs` into `out`; returns the files written.
+    Raises FileNotFoundError when no job is found."""
     dirs = list(dirs)
     out = Path(out)
     rows, dropped = results_rows(find_jobs(dirs))
@@ -264,10 +236,10 @@ def build_report(dirs: Iterable[str | Path], out: str | Path, grid_images: int =
             written.append(write_text_atomic(out / "tables" / f"{stem}.md", table))
             written.append(plot_metric(summary, metric, title, out / "plots" / f"{stem}.png"))
             sections.append(f"{table}\n![{metric}](plots/{stem}.png)\n")
-        if grid_images > 0:
-            grid = out / f"seed_grid_{safe_dirname(f'{dataset}_{backbone}')}.png"
-            written.append(seed_grid(group, grid, grid_images, cell_px, device, data_overrides))
-            sections.append(f"### Seed grid — {title}\n\n![seed grid]({grid.name})\n")
+        if grid is not None:
+            path = out / f"seed_grid_{safe_dirname(f'{dataset}_{backbone}')}.png"
+            written.append(seed_grid(grid(group), path, cell_px))
+            sections.append(f"### Seed grid — {title}\n\n![seed grid]({path.name})\n")
     header = f"# Report\n\n{len(rows)} jobs from {', '.join(str(d) for d in dirs)}.\n\n"
     written.append(write_text_atomic(out / "report.md", header + "\n".join(sections)))
     return written

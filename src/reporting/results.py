@@ -1,22 +1,20 @@
-"""The results contract: `results.json` in each job's output dir, written atomically."""
+"""The results contract: `results.json` in each job's output dir (written by `src.run`, read by the report, the
+demo and `src.jobs.artifacts`), how finished jobs are found, and the safe folder/file names of jobs."""
 from __future__ import annotations
 
+import hashlib
 import json
-import os
+import re
+from collections.abc import Iterable
 from pathlib import Path
+
+from src.data.atomic import write_json_atomic
+
+__all__ = ["MAX_DIRNAME", "REQUIRED_KEYS", "RESULTS_FILE", "find_jobs", "read_results", "safe_dirname",
+           "write_json_atomic"]
 
 RESULTS_FILE = "results.json"
 REQUIRED_KEYS = ("dataset", "backbone", "cam", "proportion", "seed", "n_train", "metrics", "timings")
-
-
-def write_json_atomic(path: str | Path, payload: dict) -> Path:
-    """Write `payload` as JSON via a temp file and a rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False))
-    tmp.replace(path)
-    return path
 
 
 def read_results(path: str | Path) -> dict:
@@ -29,3 +27,33 @@ def read_results(path: str | Path) -> dict:
     if missing:
         raise ValueError(f"{path}: missing keys {missing}; expected {list(REQUIRED_KEYS)}")
     return results
+
+
+def find_jobs(dirs: Iterable[str | Path]) -> list[tuple[Path, dict]]:
+    """Every `results.json` below `dirs` (a dir, or a results.json itself), as (path, results) sorted by path.
+
+    The same file reached through two of the given dirs is listed once. Raises FileNotFoundError for a dir
+    that does not exist, ValueError for a results.json that breaks the contract (`read_results`).
+    """
+    paths: set[Path] = set()
+    for entry in dirs:
+        entry = Path(entry)
+        if entry.is_file() and entry.name == RESULTS_FILE:
+            paths.add(entry.resolve())
+        elif entry.is_dir():
+            paths.update(p.resolve() for p in entry.rglob(RESULTS_FILE))
+        else:
+            raise FileNotFoundError(f"{entry}: no such sweep dir or {RESULTS_FILE}")
+    return [(path, read_results(path)) for path in sorted(paths)]
+
+
+MAX_DIRNAME = 120
+
+
+def safe_dirname(text: str) -> str:
+    """A job's overrides as one folder name: path separators and odd characters become '_', long names
+    are cut and suffixed by a hash so two sweeps' jobs never share a folder."""
+    name = re.sub(r"[^A-Za-z0-9=,.+_-]+", "_", str(text)).strip("_") or "default"
+    if len(name) > MAX_DIRNAME:
+        name = f"{name[:MAX_DIRNAME - 13]}_{hashlib.sha1(name.encode()).hexdigest()[:12]}"
+    return name

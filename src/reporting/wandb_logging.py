@@ -1,4 +1,5 @@
-"""W&B for sweeps: which group/name/config a job's run gets, and what a finished job logs to it.
+"""W&B for sweeps (called by `src.jobs.setup` and `src.run`): which group/name/config a job's run gets, and what a
+finished job logs to it.
 
 - `wandb_run_settings(cfg)`: kwargs for `WandbLogger` — one group per sweep (its `sweep_name`, else the
   multirun's sweep dir name), the run named by the job's overrides (`cam=gradcam,proportion=2`), and the
@@ -12,17 +13,16 @@ from __future__ import annotations
 import hydra
 import numpy as np
 import torch
-from matplotlib import colormaps
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger, WandbLogger
 
-from src.reporting.figures import denormalize
+from src.metrics.seed_rule import seed_labels
+from src.reporting.overlay import overlay
 
 # Without a seed protocol (WSOL datasets: masks are 0 background / 1 object), a pixel is foreground where the
 # CAM reaches half of its peak, the usual single-threshold reading of a min-max normalised map.
 FOREGROUND_THRESHOLD = 0.5
-OVERLAY_ALPHA = 0.5
 
 
 def wandb_run_settings(cfg: DictConfig) -> dict:
@@ -98,7 +98,7 @@ def class_labels(class_names: list[str], has_seeds: bool, background: bool, igno
     return {**labels, int(ignore_index): "ignore"}
 
 
-def seed_labels(cams: torch.Tensor, labels: torch.Tensor, threshold: float | None, has_seeds: bool = True
+def seed_prediction(cams: torch.Tensor, labels: torch.Tensor, threshold: float | None, has_seeds: bool = True
                 ) -> torch.Tensor:
     """The CAM seeds of one image as a label map [H, W] long, in the mask convention of `class_labels`.
 
@@ -108,25 +108,19 @@ def seed_labels(cams: torch.Tensor, labels: torch.Tensor, threshold: float | Non
     """
     if not has_seeds:
         return (cams.amax(0) >= FOREGROUND_THRESHOLD).long()
-    allowed = cams.masked_fill(~(labels > 0)[:, None, None], float("-inf"))
-    if threshold is None:
-        return allowed.argmax(0)
-    plane = torch.full_like(cams[:1], float(threshold))
-    return torch.cat([plane, allowed]).argmax(0)
+    return seed_labels(cams, labels > 0, threshold)
 
 
 def overlay_image(wandb, sample: dict, class_names: list[str], labels: dict[int, str], threshold: float | None,
                   has_seeds: bool):
     """The image blended with its CAM (max over its classes, jet) as a `wandb.Image` captioned with its classes,
     with two masks named by `labels`: `ground_truth` and `prediction` (the seeds)."""
-    image = denormalize(sample["image"]).numpy()
-    heat = colormaps["jet"](sample["cams"].amax(0).clamp(0, 1).numpy())[..., :3]
-    blended = ((1 - OVERLAY_ALPHA) * image + OVERLAY_ALPHA * heat) * 255
-    seeds = seed_labels(sample["cams"], sample["labels"], threshold, has_seeds)
+    blended = overlay(sample["image"], sample["cams"].amax(0))
+    seeds = seed_prediction(sample["cams"], sample["labels"], threshold, has_seeds)
     present = [class_names[c] for c in torch.nonzero(sample["labels"] > 0).flatten().tolist()]
     masks = {"ground_truth": {"mask_data": sample["mask"].numpy().astype(np.int64), "class_labels": labels},
              "prediction": {"mask_data": seeds.numpy().astype(np.int64), "class_labels": labels}}
-    return wandb.Image(blended.round().astype(np.uint8), masks=masks, caption=", ".join(present))
+    return wandb.Image(blended, masks=masks, caption=", ".join(present))
 
 
 def per_class_table(wandb, per_class_iou: list[float | None], class_names: list[str]):

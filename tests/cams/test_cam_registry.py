@@ -1,7 +1,5 @@
 """Registry, the extension point BroadCAM uses, and the Hydra configs of conf/cam."""
 
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,8 +7,8 @@ import torchvision
 from omegaconf import OmegaConf
 
 from src.cams import CAM_METHODS, CamEngine, CamView, create_cam, normalize_maps, register_cam
+from tests.helpers import compose_config
 
-CONF = Path(__file__).resolve().parents[2] / "conf" / "cam"
 OUR_CONFIGS = ["cam", "gradcam", "gradcampp", "xgradcam", "layercam", "scorecam"]
 
 
@@ -62,8 +60,9 @@ def test_a_registered_method_overrides_how_layers_become_class_maps(resnet):
 
 @pytest.mark.parametrize("name", OUR_CONFIGS)
 def test_configs_have_the_pipeline_schema_and_build(name, resnet):
-    cfg = OmegaConf.load(CONF / f"{name}.yaml")
+    cfg = compose_config([f"cam={name}"]).cam  # the method's file over conf/cam/_base.yaml
     assert set(cfg) == {"name", "target_layers", "options"}
+    assert set(cfg.options) >= {"scales", "flip", "fusion", "batch_size"}
     assert cfg.name == name and name in CAM_METHODS and cfg.target_layers is None
     options = OmegaConf.to_container(cfg.options)
     with create_cam(cfg.name, resnet, ["layer4"], **options) as cam:

@@ -21,7 +21,7 @@ from tests.helpers import run_cli
 pytestmark = pytest.mark.slow
 
 REQUIRED = os.environ.get("BROADCAM_SLURM_REQUIRED") == "1"
-# One batch of 8 evaluation images (as tests/test_sweeps.py): this test checks orchestration, not scores.
+# One batch of 8 evaluation images (as tests/jobs/test_sweeps.py): this test checks orchestration, not scores.
 LIGHT_EVAL = ["data.num_val=8", "eval.figure_images=2", "eval.box_thresholds.step=0.1"]
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED"}
 

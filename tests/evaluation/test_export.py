@@ -10,10 +10,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from src.cams import create_cam
+from src.cams import CamSpec, create_cam
 from src.data import BCSSDataModule, SyntheticDataModule, VOCSegmentationDataModule
-from src.evaluation import gt_targets, seed_maps
-from src.export_seeds import ExportCounts, bcss_palette, export_seeds, seed_file_stem, seed_mask, voc_palette
+from src.data.palettes import voc_palette
+from src.evaluation.export import ExportCounts, export_seeds, seed_file_stem, seed_mask
+from src.evaluation.protocol import gt_targets, seed_maps
 from src.models import build_backbone
 from tests.data.layouts import BCSS_PALETTE, HEIGHT, WIDTH, make_bcss, make_voc
 from tests.data.layouts import voc_palette as layout_voc_palette
@@ -63,7 +64,8 @@ def test_file_stems_flatten_ids_and_drop_image_extensions_only():
 
 def test_palettes_are_the_datasets_own():
     assert voc_palette() == layout_voc_palette()  # the test layouts' independent VOC palette
-    assert bcss_palette() == BCSS_PALETTE  # the colours BCSS-WSSS masks are written with
+    assert BCSSDataModule.palette(None) == BCSS_PALETTE  # the colours BCSS-WSSS masks are written with
+    assert SyntheticDataModule.palette(None) == VOCSegmentationDataModule.palette(None) == voc_palette()
     assert voc_palette()[3:6] == [128, 0, 0] and voc_palette()[-3:] == [224, 224, 192]
 
 
@@ -71,16 +73,16 @@ def test_seed_rules_break_ties_like_irn():
     maps = torch.tensor([[[0.3, 0.8], [0.1, 0.5]], [[0.2, 0.9], [0.3, 0.4]]])  # classes 2 and 5
     keys = torch.tensor([2, 5])
     # a plane at 0.3: the tie (0.3 vs 0.3) goes to background, then the best of the classes, shifted by one
-    assert seed_mask(maps, keys, True, 0.3, 255).tolist() == [[0, 6], [0, 3]]
-    assert seed_mask(maps, keys, False, None, 4).tolist() == [[2, 5], [5, 2]]
+    assert seed_mask(maps, keys, 0.3, 255).tolist() == [[0, 6], [0, 3]]
+    assert seed_mask(maps, keys, None, 4).tolist() == [[2, 5], [5, 2]]
     empty = torch.zeros(0, 2, 2)
-    assert seed_mask(empty, keys[:0], True, 0.3, 255).tolist() == [[0, 0], [0, 0]]
-    assert seed_mask(empty, keys[:0], False, None, 4).tolist() == [[4, 4], [4, 4]]
+    assert seed_mask(empty, keys[:0], 0.3, 255).tolist() == [[0, 0], [0, 0]]
+    assert seed_mask(empty, keys[:0], None, 4).tolist() == [[4, 4], [4, 4]]
 
 
 def test_synthetic_seeds_are_the_evaluations_maps(synthetic, tmp_path):
     net = tiny_net(synthetic.num_classes)
-    counts = export_seeds(net, "cam", ["layer4"], OPTIONS, synthetic, "val", tmp_path, threshold=THRESHOLD,
+    counts = export_seeds(net, CamSpec("cam", ["layer4"], OPTIONS), synthetic, "val", tmp_path, threshold=THRESHOLD,
                           progress=False)
     assert counts == ExportCounts(written=5, skipped=0)
     samples = [synthetic.eval_set[i] for i in range(len(synthetic.eval_set))]
@@ -112,7 +114,7 @@ def voc(tmp_path_factory):
 def test_voc_seeds_are_at_the_original_size_and_resume(voc, tmp_path):
     layout, dm = voc
     net = tiny_net(dm.num_classes)
-    run = lambda: export_seeds(net, "cam", ["layer4"], {}, dm, "all", tmp_path, threshold=THRESHOLD, progress=False)
+    run = lambda: export_seeds(net, CamSpec("cam", ["layer4"]), dm, "all", tmp_path, threshold=THRESHOLD, progress=False)
     # all = train_aug (13 images) + VOC train (5), which train_aug already holds: written once
     assert run() == ExportCounts(written=13, skipped=5)
     assert len(list((tmp_path / "npy").iterdir())) == len(list((tmp_path / "png").iterdir())) == 13
@@ -129,14 +131,14 @@ def test_voc_seeds_are_at_the_original_size_and_resume(voc, tmp_path):
     (tmp_path / "png" / "2009_000001.png").unlink()  # a half-exported image is redone
     assert run() == ExportCounts(written=1, skipped=17)
     assert (tmp_path / "npy" / "2007_000032.npy").stat().st_mtime_ns == mtime
-    assert not list(tmp_path.rglob("*.tmp"))
+    assert not list(tmp_path.rglob("*.tmp*"))
 
 
 def test_bcss_seeds_are_the_argmax_over_the_image_classes(tmp_path):
     layout = make_bcss(tmp_path / "data")
     dm = BCSSDataModule(str(layout.root), image_size=48, eval_split="val", eval_batch_size=2)
     net = tiny_net(4)
-    counts = export_seeds(net, "cam", ["layer4"], {}, dm, "test", tmp_path / "seeds", progress=False)
+    counts = export_seeds(net, CamSpec("cam", ["layer4"]), dm, "test", tmp_path / "seeds", progress=False)
     assert counts == ExportCounts(written=2, skipped=0)
     test_set = dm.build_dataset("test", train=False)
     for index, stem in enumerate(layout.splits["test"]):
@@ -154,9 +156,9 @@ def test_bcss_seeds_are_the_argmax_over_the_image_classes(tmp_path):
 def test_bad_split_and_missing_threshold_are_named(synthetic, tmp_path):
     net = tiny_net(synthetic.num_classes)
     with pytest.raises(ValueError, match="export.split='trainval'"):
-        export_seeds(net, "cam", ["layer4"], {}, synthetic, "trainval", tmp_path, threshold=0.2, progress=False)
+        export_seeds(net, CamSpec("cam", ["layer4"]), synthetic, "trainval", tmp_path, threshold=0.2, progress=False)
     with pytest.raises(ValueError, match="export.threshold"):
-        export_seeds(net, "cam", ["layer4"], {}, synthetic, "val", tmp_path, progress=False)
+        export_seeds(net, CamSpec("cam", ["layer4"]), synthetic, "val", tmp_path, progress=False)
 
 
 def test_peak_memory_does_not_grow_with_the_split(tmp_path):
@@ -166,9 +168,9 @@ def test_peak_memory_does_not_grow_with_the_split(tmp_path):
     for count in (4, 16):
         dm = synthetic_module(tmp_path / "data", num_val=count, eval_batch_size=2)  # split arrays load first
         # an untraced warm-up, so that one-time imports and caches do not count in the first peak
-        export_seeds(net, "cam", ["layer4"], {}, dm, "val", tmp_path / f"warm{count}", threshold=0.2, progress=False)
+        export_seeds(net, CamSpec("cam", ["layer4"]), dm, "val", tmp_path / f"warm{count}", threshold=0.2, progress=False)
         tracemalloc.start()
-        export_seeds(net, "cam", ["layer4"], {}, dm, "val", tmp_path / f"seeds{count}", threshold=0.2, progress=False)
+        export_seeds(net, CamSpec("cam", ["layer4"]), dm, "val", tmp_path / f"seeds{count}", threshold=0.2, progress=False)
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
     assert peaks[1] < 1.5 * peaks[0], peaks  # measured: ×1.14 streaming, ×2.3 when every image is kept

@@ -1,5 +1,5 @@
 """scripts/report.py and src.reporting.report: csv, tables (mean ± std over seeds), plots, the seed grid, and
-src.sweep_jobs.load_job bringing a finished job's classifier back."""
+src.jobs.artifacts.load_job bringing a finished job's classifier back."""
 from __future__ import annotations
 
 import csv
@@ -7,6 +7,7 @@ import importlib.util
 import json
 import re
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,8 @@ import torch
 from PIL import Image
 
 from src.reporting.report import build_report, grid_pixel_size, markdown_table
-from src.reporting.results import write_json_atomic
-from src.sweep_jobs import find_jobs, load_job
+from src.reporting.results import find_jobs, write_json_atomic
+from src.jobs.artifacts import grid_inputs, load_job
 from tests.conftest import REPO
 from tests.helpers import run_cli
 
@@ -111,7 +112,7 @@ def test_a_job_found_twice_counts_once_and_the_newest_wins(tmp_path):
     changed = json.loads(first.read_text())
     changed["metrics"]["seed_mIoU"] = 99.0
     write_json_atomic(first, changed)
-    build_report([old, new, new / first.parent.name], tmp_path / "report", grid_images=0)
+    build_report([old, new, new / first.parent.name], tmp_path / "report")
     with open(tmp_path / "report" / "results.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 8 and all(row["job_dir"].startswith(str(new.resolve())) for row in rows)
@@ -152,7 +153,7 @@ def test_seed_grid_and_load_job_on_a_real_tiny_sweep(cache_dir, tmp_path):
     assert maps.shape == (2, labels.shape[1], 64, 64) and 0 <= maps.min() and maps.max() <= 1 + 1e-6
     assert torch.all(maps.flatten(2).amax(2)[batch["labels"][:2] == 0] == 0)  # only GT classes have a map
 
-    written = build_report([sweep], tmp_path / "report", grid_images=2, cell_px=64)
+    written = build_report([sweep], tmp_path / "report", partial(grid_inputs, images=2), cell_px=64)
     grid = tmp_path / "report" / "seed_grid_synthetic_resnet18.png"
     assert grid in written
     assert Image.open(grid).size == grid_pixel_size(2, 2, 1, 64) == (3 * 64, 4 * 64)

@@ -21,8 +21,8 @@ from omegaconf import OmegaConf, open_dict
 from PIL import Image
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
-from src.job import finish_loggers
-from src.reporting.wandb_logging import log_job, seed_labels, wandb_run_settings
+from src.jobs.setup import finish_loggers
+from src.reporting.wandb_logging import log_job, seed_prediction, wandb_run_settings
 from tests.conftest import REPO
 from tests.helpers import compose_config
 
@@ -122,9 +122,9 @@ def test_run_settings_inside_a_multirun_job(tiny_overrides):
 def test_seed_labels_follow_each_protocol():
     cams = torch.tensor([[[0.9, 0.1]], [[0.2, 0.6]], [[1.0, 1.0]]])  # [C=3, 1, 2]
     labels = torch.tensor([1.0, 1.0, 0.0])  # class 2 is absent: its map must never win
-    assert seed_labels(cams, labels, 0.7).tolist() == [[1, 0]]  # background plane: 0, else class + 1
-    assert seed_labels(cams, labels, None).tolist() == [[0, 1]]  # no background: class indices
-    assert seed_labels(cams, labels, None, has_seeds=False).tolist() == [[1, 1]]  # WSOL: max ≥ 0.5
+    assert seed_prediction(cams, labels, 0.7).tolist() == [[1, 0]]  # background plane: 0, else class + 1
+    assert seed_prediction(cams, labels, None).tolist() == [[0, 1]]  # no background: class indices
+    assert seed_prediction(cams, labels, None, has_seeds=False).tolist() == [[1, 1]]  # WSOL: max ≥ 0.5
 
 
 def test_log_job_is_a_noop_without_wandb(tmp_path):
@@ -134,7 +134,7 @@ def test_log_job_is_a_noop_without_wandb(tmp_path):
 
 def test_offline_run_holds_summary_images_masks_and_table(offline_wandb, tiny_overrides):
     cfg = compose_config(tiny_overrides + ["logger=wandb", "sweep_name=demo", "proportion=5", "cam=cam"])
-    # As src.job builds it: conf/logger/wandb.yaml plus the run settings (offline from WANDB_MODE).
+    # As src.jobs.setup builds it: conf/logger/wandb.yaml plus the run settings (offline from WANDB_MODE).
     logger = hydra.utils.instantiate(cfg.logger.wandb, _partial_=True)(**wandb_run_settings(cfg))
     assert isinstance(logger, WandbLogger)
     results = {"metrics": {"seed_mIoU": 42.5, "seed_threshold": 0.3, "cls_mAP": 77.25, "PxAP": None},
@@ -169,7 +169,7 @@ def test_offline_run_holds_summary_images_masks_and_table(offline_wandb, tiny_ov
     assert len(masks) == 2 * len(figure)  # ground truth + prediction per image
     for sample in figure:  # every ground-truth mask is stored as is (ignore value included)
         assert any(np.array_equal(m, sample["mask"].numpy()) for m in masks)
-        seeds = seed_labels(sample["cams"], sample["labels"], 0.3).numpy()
+        seeds = seed_prediction(sample["cams"], sample["labels"], 0.3).numpy()
         assert any(np.array_equal(m, seeds) for m in masks)
     (table_file,) = (media / "table" / "eval").glob("per_class_IoU_*.table.json")
     table = json.loads(table_file.read_text())

@@ -1,41 +1,39 @@
-"""Finished jobs of a sweep, found by their `results.json` and brought back to life: the job's cached
-classifier, its CAM method (with BroadCAM's fitted BLS) and its datamodule, so that reports and the demo
-can make the CAMs of any image again without retraining (see `src.run` for what a job writes).
+"""Finished jobs brought back to life from their `results.json`: the job's cached classifier, its CAM (with
+BroadCAM's fitted BLS) and its datamodule, so that the report's seed grid (`scripts/report.py`) and the demo
+(`src.demo`) can make the CAMs of any image again without retraining. `load_job` is the one loader.
 """
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import hydra
 import torch
 from torch import nn
 
-from src.bls import BroadLearningSystem
-from src.cams import create_cam
+from src.bls import BLS_FILE, BroadLearningSystem
+from src.cams import CamSpec
 from src.data import ProportionDataModule
-from src.evaluation import gt_targets, seed_maps
-from src.models import backbone_spec, build_backbone
+from src.data.collate import collate_samples
+from src.evaluation.protocol import gt_targets, seed_maps
+from src.jobs.cache import load_cached_net
+from src.jobs.setup import cam_target_layers, instantiate_datamodule
+from src.models import build_backbone
+from src.reporting.report import GridInputs
 from src.reporting.results import RESULTS_FILE, read_results
-
-BLS_FILE = "bls.pt"  # written into the job dir by src.bls.BLSFitting
 
 
 @dataclass
 class JobArtifacts:
     """What one finished job needs to make its CAMs again.
 
-    `net` is the trained classifier in eval mode on the requested device; `cam_kwargs` are the CAM options of
-    the job's config plus `bls=` for methods that fitted one; `datamodule` is set up (its `eval_set` is the
+    `net` is the trained classifier in eval mode on the requested device; `cam` the job's CAM method, layers
+    and options (plus `bls=` for methods that fitted one); `datamodule` is set up (its `eval_set` is the
     evaluation split the job was scored on), or None when not asked for.
     """
 
     net: nn.Module
-    cam_name: str
-    target_layers: list[str]
-    cam_kwargs: dict
+    cam: CamSpec
     datamodule: ProportionDataModule | None
     results: dict
     path: Path  # the job's results.json
@@ -49,28 +47,9 @@ class JobArtifacts:
         device = next(self.net.parameters()).device
         images, labels = images.to(device), labels.to(device)
         targets, valid = gt_targets(labels)
-        options = {**self.cam_kwargs, "normalize": False}  # raw maps: seed_maps divides each by its max
-        with create_cam(self.cam_name, self.net, self.target_layers, **options) as cam, torch.enable_grad():
+        with self.cam.create(self.net, normalize=False) as cam, torch.enable_grad():  # raw: seed_maps divides
             maps = cam(images, targets).detach()
         return seed_maps(maps, targets, valid, labels.shape[1])
-
-
-def find_jobs(dirs: Iterable[str | Path]) -> list[tuple[Path, dict]]:
-    """Every `results.json` below `dirs` (a dir, or a results.json itself), as (path, results) sorted by path.
-
-    The same file reached through two of the given dirs is listed once. Raises FileNotFoundError for a dir
-    that does not exist, ValueError for a results.json that breaks the contract (`read_results`).
-    """
-    paths: set[Path] = set()
-    for entry in dirs:
-        entry = Path(entry)
-        if entry.is_file() and entry.name == RESULTS_FILE:
-            paths.add(entry.resolve())
-        elif entry.is_dir():
-            paths.update(p.resolve() for p in entry.rglob(RESULTS_FILE))
-        else:
-            raise FileNotFoundError(f"{entry}: no such sweep dir or {RESULTS_FILE}")
-    return [(path, read_results(path)) for path in sorted(paths)]
 
 
 def load_job(results_path: str | Path, device: torch.device | str = "cpu", with_data: bool = True,
@@ -91,28 +70,21 @@ def load_job(results_path: str | Path, device: torch.device | str = "cpu", with_
         raise KeyError(f"{path}: results['config'] must hold the job's resolved config (backbone, data, cam)")
     net = _load_classifier(path, results, config["backbone"]).to(device).eval()
     cam_config = config.get("cam") or {}
-    cam_kwargs = dict(cam_config.get("options") or {})
+    options = dict(cam_config.get("options") or {})
     bls_path = path.parent / BLS_FILE
     if bls_path.is_file():
-        cam_kwargs["bls"] = BroadLearningSystem.load(bls_path, map_location=device)
-    elif cam_config.get("callback") or cam_config.get("stages"):
+        options["bls"] = BroadLearningSystem.load(bls_path, map_location=device)
+    elif cam_config.get("stages"):
         raise FileNotFoundError(f"{bls_path}: cam={results['cam']!r} fits a BLS at job time, but the job dir "
                                 f"has no {BLS_FILE}")
-    target_layers = list(results.get("target_layers") or job_target_layers(cam_config, config["backbone"]["name"]))
+    layers = results.get("target_layers") or cam_target_layers(cam_config, config["backbone"]["name"])
     datamodule = build_datamodule(config["data"], data_overrides) if with_data else None
-    return JobArtifacts(net, results["cam"], target_layers, cam_kwargs, datamodule, results, path)
-
-
-def job_target_layers(cam_config: dict, backbone: str) -> list[str]:
-    """The layers a job's CAM hooked, for results.json files that do not record them: the cam config's
-    `target_layers`, else its BLS `stages` (BroadCAM: the CAM's maps are the BLS's features), else the
-    backbone's default CAM layers."""
-    return list(cam_config.get("target_layers") or cam_config.get("stages") or backbone_spec(backbone).cam_layers)
+    return JobArtifacts(net, CamSpec(results["cam"], list(layers), options), datamodule, results, path)
 
 
 def build_datamodule(data_config: dict, overrides: dict | None = None) -> ProportionDataModule:
     """The job's datamodule from its resolved `data` config (plus `overrides`), prepared and set up."""
-    datamodule = hydra.utils.instantiate({**data_config, **(overrides or {})})
+    datamodule = instantiate_datamodule({**data_config, **(overrides or {})})
     datamodule.prepare_data()
     datamodule.setup("test")
     return datamodule
@@ -128,5 +100,26 @@ def _load_classifier(path: Path, results: dict, backbone: dict) -> nn.Module:
                                 f"directory the sweep ran in, or rerun the job)")
     num_classes = int(json.loads((cache / "meta.json").read_text())["num_classes"])
     net = build_backbone(backbone["name"], num_classes, None, int(backbone.get("output_stride", 32)))
-    net.load_state_dict(torch.load(cache / "net.pt", map_location="cpu", weights_only=True))
+    load_cached_net(cache, net)
     return net
+
+
+def grid_inputs(rows: list[dict], images: int, device: str = "cpu", data_overrides: dict | None = None) -> GridInputs:
+    """What the report's seed grid of one dataset/backbone shows (`src.reporting.report.seed_grid`): the first
+    `images` evaluation images with a class and, per (cam, proportion) job of the lowest seed, the max over
+    their GT-class seed maps, each job's CAMs made by its own cached classifier (and BLS)."""
+    seed = min(row["seed"] for row in rows)
+    jobs = {(row["cam"], row["proportion"]): Path(row["job_dir"]) for row in rows if row["seed"] == seed}
+    first = load_job(next(iter(jobs.values())), device, with_data=True, data_overrides=data_overrides)
+    datamodule = first.datamodule
+    labels = datamodule.eval_set.labels
+    indices = [i for i in range(len(labels)) if labels[i].sum() > 0][:images]
+    if not indices:
+        raise ValueError(f"{first.path}: the evaluation split has no image with a class to show")
+    batch = collate_samples([datamodule.eval_set[i] for i in indices])
+    overlays = {}
+    for key, job_dir in jobs.items():
+        job = first if job_dir == first.path.parent else load_job(job_dir, device, with_data=False)
+        overlays[key] = job.seed_maps(batch["image"], batch["labels"]).amax(1).cpu()  # [N, H, W] in [0, 1]
+    return GridInputs(batch["image"], batch["mask"], batch["labels"], overlays, list(datamodule.class_names),
+                      datamodule.ignore_index)

@@ -1,4 +1,5 @@
-"""Trained classifiers cached by everything that determines them, shared by every CAM method of a sweep.
+"""Trained classifiers cached by everything that determines them, shared by every CAM method of a sweep
+(`train_or_load`, called by `src.run`); `load_cached_net` is the one reader of a cached network.
 
 Layout: `<cache_dir>/classifiers/<key>/` holds `net.pt` (the network's state dict), `subset_ids.txt` and
 `meta.json` (what the key was made of). A directory appears only complete (written under a temp name,
@@ -12,11 +13,13 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning import LightningDataModule, LightningModule, Trainer
 from torch import nn
 
 # Keys of the data config that change how a job evaluates or loads, not which classifier it trains.
@@ -81,10 +84,38 @@ class ClassifierCache:
         return final
 
     def load_into(self, key: str, net: nn.Module, subset_ids: list[str]) -> dict:
-        """Load a cached network into `net`; its subset must be the job's own subset."""
-        path = self.path(key)
-        cached_ids = (path / "subset_ids.txt").read_text().split()
-        if cached_ids != list(subset_ids):
-            raise RuntimeError(f"{path}: cached subset differs from this job's subset; rerun with force_retrain=true")
-        net.load_state_dict(torch.load(path / "net.pt", map_location="cpu", weights_only=True))
-        return json.loads((path / "meta.json").read_text())
+        """Load a cached network into `net`; its subset must be the job's own subset. Returns its meta."""
+        return load_cached_net(self.path(key), net, subset_ids)
+
+
+def load_cached_net(path: str | Path, net: nn.Module, subset_ids: list[str] | None = None) -> dict:
+    """Load the network cached in `path` (`net.pt`) into `net` and return its `meta.json`; with `subset_ids`,
+    the cached subset must be exactly those ids (a job never loads a classifier trained on other images)."""
+    path = Path(path)
+    if not (path / "net.pt").is_file():
+        raise FileNotFoundError(f"{path / 'net.pt'}: no cached classifier there (run from the directory the "
+                                "sweep ran in, or rerun the job)")
+    if subset_ids is not None and (path / "subset_ids.txt").read_text().split() != list(subset_ids):
+        raise RuntimeError(f"{path}: cached subset differs from this job's subset; rerun with force_retrain=true")
+    net.load_state_dict(torch.load(path / "net.pt", map_location="cpu", weights_only=True))
+    return json.loads((path / "meta.json").read_text())
+
+
+def train_or_load(cfg: DictConfig, model: LightningModule, datamodule: LightningDataModule,
+                  trainer: Trainer) -> tuple[float, dict]:
+    """Train `model` (`trainer.fit`), or load its `net` from the cache when a classifier of the same key exists.
+    Returns (seconds spent, classifier info for results.json: key, dir, cache_hit)."""
+    cache = ClassifierCache(cfg.paths.cache_dir)
+    key = classifier_key(cfg)
+    tick = time.perf_counter()
+    with cache.lock(key):  # one of several racing jobs trains; the others then load
+        hit = cache.has(key) and not cfg.get("force_retrain", False)
+        if hit:
+            cache.load_into(key, model.net, datamodule.subset_ids)
+        else:
+            trainer.fit(model, datamodule=datamodule)
+            cache.save(key, model.net, datamodule.subset_ids,
+                       {"key": key, "num_classes": datamodule.num_classes, **classifier_key_fields(cfg)})
+    if hit:
+        print(f"[cache hit] classifier {key} loaded from {cache.path(key)}")
+    return time.perf_counter() - tick, {"key": key, "dir": str(cache.path(key)), "cache_hit": hit}

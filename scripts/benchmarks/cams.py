@@ -1,4 +1,4 @@
-"""Benchmark our CAM methods against a bare forward, a full backward and the peers, side by side in one process.
+"""Our CAM methods against a bare forward, a full backward and the peers, side by side in one process.
 
 ResNet-50 @ 224, batch 8 (random weights, eval mode) for CAM and the Grad-CAM family (peer: pytorch-grad-cam,
 TorchCAM's CAM for `cam`); ResNet-18 with fewer images for Score-CAM, with 1 and 2 classes per image (the peer
@@ -7,32 +7,34 @@ is called once per class). Prints a table and writes
 where x_forward = ours / bare forward of the same model and x_peer = ours / peer, each the median of the ratios
 within `--repeats` paired rounds (robust to a shared machine's changing load).
 
-    python scripts/bench_cams.py [--quick] [--out outputs/bench/cams.json]
+    python scripts/bench.py cams [--quick] [--repeats N] [--out outputs/bench/cams.json]
 """
-
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import sys
-import time
-from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # pytorch-grad-cam's Score-CAM prints a progress bar per image
 
-import torch
-import torch.nn.functional as F
-import torchvision
-from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, XGradCAM
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-from torchcam.methods import CAM as TorchCAM
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import torchvision  # noqa: E402
+from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, XGradCAM  # noqa: E402
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
+from torchcam.methods import CAM as TorchCAM  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.timing import machine, timed  # noqa: E402
 from src.cams import create_cam  # noqa: E402
 
+QUICK = "smaller batches and images, fewer repeats"
 GRAD_PEERS = {"gradcam": GradCAM, "gradcampp": GradCAMPlusPlus, "xgradcam": XGradCAM, "layercam": LayerCAM}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per row (median); default 5, quick 2")
+    parser.add_argument("--scorecam-images", type=int, default=1, help="images for the Score-CAM rows")
+    parser.add_argument("--scorecam-batch", type=int, default=32, help="masked inputs per forward (both sides)")
 
 
 def paired_seconds(fns: dict, repeats: int, device: torch.device, warm_up: bool = True) -> dict[str, list[float]]:
@@ -41,14 +43,9 @@ def paired_seconds(fns: dict, repeats: int, device: torch.device, warm_up: bool 
     times = {name: [] for name in fns}
     for run in range(0 if warm_up else 1, repeats + 1):
         for name, fn in fns.items():
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            _, seconds = timed(fn, device)
             if run:
-                times[name].append(time.perf_counter() - start)
+                times[name].append(seconds)
     return times
 
 
@@ -68,7 +65,8 @@ def torchcam_maps(extractor: TorchCAM, model: torch.nn.Module, images: torch.Ten
     return F.interpolate(maps[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def bench(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace) -> dict:
+    args.repeats = args.repeats or (2 if args.quick else 5)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     rows = []
@@ -150,24 +148,5 @@ def bench(args: argparse.Namespace) -> dict:
             lambda: peer(images, peer_targets(two[:, 0])), "pytorch_grad_cam.ScoreCAM", repeats, False)
         add("scorecam K=2", name, batch, forward18, lambda: ours(images, two),
             lambda: [peer(images, peer_targets(two[:, k])) for k in range(2)], "pytorch_grad_cam.ScoreCAM x2", repeats, False)
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    return {"device": device_name, "rows": rows}
+    return {"machine": machine(device), "rows": rows}
 
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smaller batches and images, fewer repeats")
-    parser.add_argument("--repeats", type=int, default=None, help="timed runs per row (median); default 5, quick 2")
-    parser.add_argument("--scorecam-images", type=int, default=1, help="images for the Score-CAM rows")
-    parser.add_argument("--scorecam-batch", type=int, default=32, help="masked inputs per forward (both sides)")
-    parser.add_argument("--out", type=Path, default=Path("outputs/bench/cams.json"))
-    args = parser.parse_args()
-    args.repeats = args.repeats or (2 if args.quick else 5)
-    result = bench(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
-
-
-if __name__ == "__main__":
-    main()

@@ -5,7 +5,7 @@ every class positive) at n = 100 %, 10 % and 1 % of VOC train_aug, d = 3072 (lay
 Both fits run in this process (all of ours first, then the references); ours is the best of `--repeats`
 runs. The JSON records the load average, since a shared machine's other jobs inflate every timing.
 
-    python scripts/bench_bls.py [--quick] [--out outputs/bench/bls.json]
+    python scripts/bench.py bls [--quick] [--repeats N] [--out outputs/bench/bls.json]
 
 `--quick` drops the n = 10,582 row (its reference fit takes about a minute).
 """
@@ -13,21 +13,16 @@ runs. The JSON records the load average, since a shared machine's other jobs inf
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # `src` and the oracle in tests/bls/ when run as a script
+from benchmarks.timing import print_table, timed
+from src.bls import BroadLearningSystem
+from tests.bls.original_port import OriginalBLS
 
-from src.bls import BroadLearningSystem  # noqa: E402
-from tests.bls.original_port import OriginalBLS  # noqa: E402
-
+QUICK = "skip the n = 10,582 row"
 SIZES = [(10582, 3072, 20), (1058, 3072, 20), (106, 3072, 20)]
 
 
@@ -47,18 +42,12 @@ def relative_error(ours: np.ndarray, reference: np.ndarray) -> float:
 
 def time_ours(problem: tuple, alpha: float, step: int, repeats: int) -> tuple[BroadLearningSystem, float]:
     """The fitted BLS and the best wall time of `repeats` fits."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        bls = BroadLearningSystem(alpha=alpha, step=step).fit(*problem)
-        times.append(time.perf_counter() - start)
-    return bls, min(times)
+    fits = [timed(lambda: BroadLearningSystem(alpha=alpha, step=step).fit(*problem)) for _ in range(repeats)]
+    return fits[-1][0], min(seconds for _, seconds in fits)
 
 
 def time_reference(problem: tuple, alpha: float, step: int) -> tuple[OriginalBLS, float]:
-    start = time.perf_counter()
-    reference = OriginalBLS(alpha=alpha, step=step).fit(problem[0].numpy(), problem[1].numpy())
-    return reference, time.perf_counter() - start
+    return timed(lambda: OriginalBLS(alpha=alpha, step=step).fit(problem[0].numpy(), problem[1].numpy()))
 
 
 def result_row(size: tuple, ours: tuple, reference: tuple) -> dict:
@@ -75,15 +64,13 @@ def result_row(size: tuple, ours: tuple, reference: tuple) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="skip the n = 10,582 row")
-    parser.add_argument("--out", default=str(REPO / "outputs/bench/bls.json"))
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=float, default=50.0)
     parser.add_argument("--step", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
 
+
+def run(args: argparse.Namespace) -> dict:
     sizes = SIZES[1:] if args.quick else SIZES
     load_before = os.getloadavg()[0]
     problems = [synthetic_problem(*size) for size in sizes]
@@ -91,20 +78,8 @@ def main() -> None:
     ours = [time_ours(problem, args.alpha, args.step, args.repeats) for problem in problems]
     references = [time_reference(problem, args.alpha, args.step) for problem in problems]
     rows = [result_row(*parts) for parts in zip(sizes, ours, references)]
-    # the machine may be shared: its load average says how many cores these timings really had
-    load = {"before": load_before, "after": os.getloadavg()[0], "cpus": os.cpu_count()}
-    print(f"torch threads: {torch.get_num_threads()}, load average {load['before']:.1f} -> {load['after']:.1f} "
-          f"on {load['cpus']} CPUs")
-    print(f"{'n':>6} {'d':>5} {'C':>3} {'ours s':>8} {'original s':>10} {'speedup':>8} "
-          f"{'max rel err':>12} {'H nodes':>7}")
-    for row in rows:
-        print(f"{row['n']:>6} {row['d']:>5} {row['C']:>3} {row['seconds']:>8.3f} {row['reference_seconds']:>10.2f} "
-              f"{row['speedup']:>7.1f}x {row['max_rel_err']:>12.2e} {row['enhancement_nodes']:>7}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"torch_threads": torch.get_num_threads(), "load_average": load, "rows": rows}, indent=2))
-    print(f"wrote {out}")
-
-
-if __name__ == "__main__":
-    main()
+    print(f"load average before: {load_before:.1f}")
+    print_table(rows, [("n", "n", "d"), ("d", "d", "d"), ("C", "C", "d"), ("seconds", "ours s", ".3f"),
+                       ("reference_seconds", "original s", ".2f"), ("speedup", "speedup", ".1f"),
+                       ("max_rel_err", "max rel err", ".2e"), ("enhancement_nodes", "H nodes", "d")])
+    return {"load_average_before": load_before, "rows": rows}

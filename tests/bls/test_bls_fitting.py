@@ -1,4 +1,4 @@
-"""GAP feature extraction and the BLSFitting callback on a tiny net and a fake datamodule."""
+"""GAP feature extraction and the BLSFitting step on a tiny net and a fake datamodule."""
 
 import pytest
 import pytorch_lightning as pl
@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from src.bls import BLSFitting, BroadLearningSystem, extract_gap_features, fit_bls
+from src.bls import BLS_FILE, BLSFitting, BroadLearningSystem, extract_gap_features, fit_bls
 
 NUM_CLASSES = 3
 
@@ -92,24 +92,25 @@ def test_extract_gap_features_rejects_unknown_or_repeated_stages():
         extract_gap_features(TinyNet(), [], ["stage1"], "cpu")
 
 
-def test_callback_fits_on_exactly_the_subset(tmp_path):
+def test_fitting_step_fits_on_exactly_the_subset_and_returns_the_bls(tmp_path):
     torch.manual_seed(0)
     subset = [3, 7, 1, 0, 2, 11, 13, 17, 19, 23, 29, 31, 30, 28, 26, 24, 22, 20, 5, 9, 35, 38]
     model, datamodule = TinyClassifier(), FakeDataModule(subset)
-    callback = BLSFitting(stages=["stage1", "stage2"], alpha=50.0, step=2)
-    trainer = pl.Trainer(max_steps=2, default_root_dir=tmp_path, callbacks=[callback], logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(max_steps=2, default_root_dir=tmp_path, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(model, datamodule=datamodule)
+    bls, info = BLSFitting(stages=["stage1", "stage2"], alpha=50.0, step=2)(model.net, datamodule, "cpu", tmp_path)
 
-    assert model.bls_info["n"] == len(subset) and model.bls_info["d"] == 16 and model.bls_info["C"] == NUM_CLASSES
-    assert model.bls_info["fit_s"] >= 0 and model.bls_info["stages"] == ["stage1", "stage2"]
-    assert model.bls_indices.tolist() == subset
+    assert info["n"] == len(subset) and info["d"] == 16 and info["C"] == NUM_CLASSES
+    assert info["fit_s"] >= 0 and info["stages"] == ["stage1", "stage2"]
+    assert info["indices"].tolist() == subset
+    assert not hasattr(model, "bls") and not hasattr(model, "bls_info")  # returned, never attached
     features = hand_gap_features(model.net.eval(), datamodule.dataset.images[subset])
     expected = BroadLearningSystem(alpha=50.0, step=2).fit(features, datamodule.dataset.labels[subset])
     assert expected.num_enhancement_nodes > 0
-    torch.testing.assert_close(model.bls.cam_weights, expected.cam_weights, rtol=1e-5, atol=1e-8)
-    saved = BroadLearningSystem.load(tmp_path / "bls.pt")
-    assert torch.equal(saved.cam_weights, model.bls.cam_weights) and saved.stages == ["stage1", "stage2"]
+    torch.testing.assert_close(bls.cam_weights, expected.cam_weights, rtol=1e-5, atol=1e-8)
+    saved = BroadLearningSystem.load(tmp_path / BLS_FILE)
+    assert torch.equal(saved.cam_weights, bls.cam_weights) and saved.stages == ["stage1", "stage2"]
 
 
 def test_fit_bls_returns_the_model_and_its_provenance():

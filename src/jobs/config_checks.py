@@ -1,4 +1,5 @@
-"""Checks of user input before a job does any work: one clear line naming the key and the allowed values."""
+"""Checks of user input before a job does any work (`src.run`, `src.jobs.setup`): one clear line naming the key
+and the allowed values."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +7,7 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 class ConfigError(ValueError):
@@ -14,8 +15,9 @@ class ConfigError(ValueError):
 
 
 def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
-    """Names of the options of config group `group` (yaml files under conf/<group>/)."""
-    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
+    """Names of the options of config group `group` (yaml files under conf/<group>/; `_base`-like files whose
+    name starts with `_` are shared defaults, not options)."""
+    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
 def check_group_overrides(args: list[str], conf_dir: Path = CONF_DIR) -> None:

@@ -5,7 +5,7 @@ cache and a fresh sweep dir: once as is (each proportion's classifier is trained
 by the other CAM methods) and once with `force_retrain=true` (every job trains). The synthetic data is
 rendered once beforehand, so neither run pays for it.
 
-    python scripts/bench_sweep.py [--quick] [--grid proportion=1,2,5 cam=broadcam,gradcam] [--out FILE]
+    python scripts/bench.py sweep [--quick] [--grid proportion=1,2,5 cam=broadcam,gradcam] [--out FILE]
 
 `--quick` shrinks the jobs (64 px, 400 training images, 60 steps, 16 evaluation images). Classifiers trained
 are counted from the results (`classifier.cache_hit`) and cross-checked with the `[cache hit]` lines.
@@ -22,19 +22,18 @@ import resource
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import hydra
 
-import hydra  # noqa: E402
+from benchmarks.timing import timed
+from tests.helpers import compose_config
 
-from tests.helpers import compose_config  # noqa: E402
-
+REPO = Path(__file__).resolve().parents[2]
+QUICK = "tiny jobs (64 px, 60 steps, 16 eval images)"
 GRID = ["proportion=1,2,5", "cam=broadcam,gradcam"]
-QUICK = ["data.image_size=64", "data.num_train=400", "data.num_val=16", "data.eval_batch_size=16",
-         "trainer.max_steps=60", "eval.figure_images=2"]
+QUICK_OVERRIDES = ["data.image_size=64", "data.num_train=400", "data.num_val=16", "data.eval_batch_size=16",
+                   "trainer.max_steps=60", "eval.figure_images=2"]
 
 
 def render_data(overrides: list[str]) -> None:
@@ -55,10 +54,10 @@ def run_sweep(overrides: list[str], log: Path) -> tuple[float, float, str]:
     CPU seconds (user + system of the sweep process) barely move with other load on a shared machine, where
     wall seconds of two runs made minutes apart can differ several-fold."""
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
-    cpu, start = child_cpu_seconds(), time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "src.run", "-m", *overrides], cwd=REPO, env=env,
-                          capture_output=True, text=True)
-    seconds, cpu = time.perf_counter() - start, child_cpu_seconds() - cpu
+    cpu = child_cpu_seconds()
+    done, seconds = timed(lambda: subprocess.run([sys.executable, "-m", "src.run", "-m", *overrides], cwd=REPO,
+                                                 env=env, capture_output=True, text=True))
+    cpu = child_cpu_seconds() - cpu
     log.write_text(done.stdout + "\n--- stderr ---\n" + done.stderr)
     if done.returncode != 0:
         raise RuntimeError(f"sweep failed (exit {done.returncode}), see {log}:\n{done.stderr[-2000:]}")
@@ -77,22 +76,22 @@ def count_trained(sweep: Path, stdout: str, jobs: int) -> int:
     return trained
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny jobs (64 px, 60 steps, 16 eval images)")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grid", nargs="+", default=GRID, metavar="KEY=A,B",
                         help=f"the swept overrides (default: {' '.join(GRID)})")
-    parser.add_argument("--out", type=Path, default=REPO / "outputs" / "bench" / "sweep.json")
     parser.add_argument("--work-dir", type=Path, default=REPO / "outputs" / "bench" / "sweep_work",
                         help="caches, sweeps and logs of the two runs (emptied first)")
-    args = parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> dict:
     jobs = 1
     for override in args.grid:
         jobs *= len(override.partition("=")[2].split(","))
 
     shutil.rmtree(args.work_dir, ignore_errors=True)
     args.work_dir.mkdir(parents=True)
-    common = ["experiment=synthetic_demo", *(QUICK if args.quick else []), f"data.root={args.work_dir / 'data'}"]
+    quick = QUICK_OVERRIDES if args.quick else []
+    common = ["experiment=synthetic_demo", *quick, f"data.root={args.work_dir / 'data'}"]
     render_data(common)
     runs = {}
     for name, extra in (("reuse", []), ("force_retrain", ["force_retrain=true"])):
@@ -122,12 +121,4 @@ def main() -> None:
           f"| force_retrain | {report['classifiers_trained_force_retrain']} | {report['seconds_force_retrain']:.1f} "
           f"| {report['cpu_seconds_force_retrain']:.1f} |\n"
           f"\nratio = {report['ratio']:.3f} (wall; target ≤ 0.6), CPU ratio = {report['cpu_ratio']:.3f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(args.out)
-    print(f"wrote {args.out}")
-
-
-if __name__ == "__main__":
-    main()
+    return report

@@ -4,25 +4,18 @@ SeedMIoU with a 60-threshold sweep against a single threshold on the same maps (
 histogram should cost little more than one threshold), then PxAP and MaxBoxAccV2 throughput.
 Prints a table and writes JSON ``{"rows": [{"metric", "thresholds", "seconds", "x_single", "maps_per_s"}]}``.
 
-    python scripts/bench_eval.py [--quick] [--device cuda] [--out outputs/bench/eval.json]
+    python scripts/bench.py eval [--quick] [--device cuda] [--out outputs/bench/eval.json]
 """
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from src.metrics import MaxBoxAccV2, PxAP, SeedMIoU  # noqa: E402
+from benchmarks.timing import print_table, timed
+from src.metrics import MaxBoxAccV2, PxAP, SeedMIoU
 
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+QUICK = "fewer maps (a smoke run)"
 
 
 def voc_chunk(gen: torch.Generator, n: int, size: int, device: torch.device):
@@ -47,15 +40,9 @@ def bench_seed_miou(num_maps: int, chunk: int, device: torch.device) -> list[dic
         batch = voc_chunk(gen, min(chunk, num_maps - start), 256, device)
         order = list(metrics.items())
         for t, metric in order if index % 2 else order[::-1]:  # same chunk for both, taking turns to go first
-            synchronize(device)
-            tic = time.perf_counter()
-            metric.update(*batch)
-            synchronize(device)
-            seconds[t] += time.perf_counter() - tic
+            seconds[t] += timed(lambda: metric.update(*batch), device)[1]
     for t, metric in metrics.items():
-        tic = time.perf_counter()
-        metric.compute()
-        seconds[t] += time.perf_counter() - tic
+        seconds[t] += timed(metric.compute, device)[1]
     return [
         {"metric": "SeedMIoU", "thresholds": t, "seconds": seconds[t], "x_single": seconds[t] / seconds[1],
          "maps_per_s": num_maps / seconds[t]}
@@ -75,44 +62,23 @@ def bench_throughput(name: str, metric, num_maps: int, chunk: int, device: torch
             target = [torch.tensor([[40, 50, 150, 180]]) for _ in range(n)]
         else:
             target = (torch.rand(n, 224, 224, generator=gen) < 0.3).to(torch.uint8).to(device)
-        synchronize(device)
-        tic = time.perf_counter()
-        metric.update(maps, target)
-        synchronize(device)
-        seconds += time.perf_counter() - tic
-    tic = time.perf_counter()
-    metric.compute()
-    seconds += time.perf_counter() - tic
+        seconds += timed(lambda: metric.update(maps, target), device)[1]
+    seconds += timed(metric.compute, device)[1]
     thresholds = metric.num_thresholds if isinstance(metric, PxAP) else len(metric.thresholds)
     return {"metric": name, "thresholds": thresholds, "seconds": seconds, "x_single": None,
             "maps_per_s": num_maps / seconds}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer maps (a smoke run)")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", default="outputs/bench/eval.json")
-    args = parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     seed_maps, pxap_maps, box_maps = (20, 50, 10) if args.quick else (200, 1000, 100)
-
     rows = bench_seed_miou(seed_maps, 10, device)
     rows.append(bench_throughput("PxAP", PxAP(1000).to(device), pxap_maps, 50, device, with_boxes=False))
     rows.append(bench_throughput("MaxBoxAccV2", MaxBoxAccV2().to(device), box_maps, 10, device, with_boxes=True))
-
-    print(f"device: {device}, torch threads: {torch.get_num_threads()}")
-    print(f"{'metric':<12} {'thresholds':>10} {'seconds':>9} {'x_single':>9} {'maps/s':>9}")
-    for row in rows:
-        ratio = "" if row["x_single"] is None else f"{row['x_single']:.2f}"
-        print(
-            f"{row['metric']:<12} {row['thresholds']:>10} {row['seconds']:>9.3f} {ratio:>9} {row['maps_per_s']:>9.1f}"
-        )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": str(device), "quick": args.quick, "rows": rows}, indent=2))
-    print(f"wrote {out}")
-
-
-if __name__ == "__main__":
-    main()
+    print_table(rows, [("metric", "metric", "<12"), ("thresholds", "thresholds", "d"), ("seconds", "seconds", ".3f"),
+                       ("x_single", "x_single", ".2f"), ("maps_per_s", "maps/s", ".1f")])
+    return {"rows": rows}

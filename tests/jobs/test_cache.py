@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from src.classifier_cache import ClassifierCache, classifier_key
+from src.jobs.cache import ClassifierCache, classifier_key
 from src.models import build_backbone
 from tests.helpers import compose_config
 

@@ -1,0 +1,203 @@
+"""CAM seeds of a whole split on disk, in the files downstream WSSS pipelines (IRN, PuzzleCAM, AMN…) read;
+run by the job after its evaluation when `export.seeds=true` (`SeedExport`, built from `conf/export/`).
+
+For every image of the split, under `out_dir`:
+- `npy/<stem>.npy`: `np.save` of a dict (load with `np.load(path, allow_pickle=True).item()`), IRN's layout:
+  `keys` int64 [K] the image's classes (0-based foreground indices, ascending), `high_res` float16 [K, H, W]
+  the raw class maps at the image's original size H×W, each divided by its max, and `cam` float16
+  [K, ⌈H/4⌉, ⌈W/4⌉] the same at IRN's stride-4 size;
+- `png/<stem>.png`: the seed mask at H×W in the dataset's palette, by the seed rule (`src.metrics.seed_rule`):
+  with a background plane (VOC, synthetic, OpenImages) `argmax([threshold, high_res…])`, 0 = background,
+  class c → c + 1; without one (BCSS) the argmax over the image's classes, class c → c.
+
+`<stem>` is the image id with `/` replaced by `__` and an image extension dropped (OpenImages ids are paths).
+Maps are made at the evaluation size (with the CAM config's scales and flip) and resized bilinearly to the
+original size (the dataset's `original_hw`); in-memory datasets (synthetic) are evaluated at their own size.
+Images are streamed one batch at a time and each file is written atomically, so a killed export resumes: an
+image whose two files both exist is skipped.
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from src.cams import CamSpec
+from src.data import ProportionDataModule
+from src.data.atomic import atomic_path
+from src.data.collate import collate_samples
+from src.evaluation.protocol import class_maps_at, gt_targets, seed_labels
+
+EXPORT_SPLITS = ("train", "val", "test", "all")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+STRIDE = 4  # IRN's `cam` is at the backbone's stride-4 size
+
+
+def seed_file_stem(image_id: str) -> str:
+    """An image id as a flat file stem: `val/0bt_c3/1cd9.jpg` → `val__0bt_c3__1cd9`. Only image extensions
+    are dropped, since ids may hold other dots (BCSS: `…MPP-0.2500+0[1101]`)."""
+    root, extension = os.path.splitext(image_id)
+    stem = root if extension.lower() in IMAGE_EXTENSIONS else image_id
+    return stem.replace("/", "__")
+
+
+def split_names(datamodule: ProportionDataModule, split: str) -> list[str]:
+    """`export.split` → the dataset's split names: `train` is its training split (VOC: train_aug), `all` the
+    training and evaluation splits."""
+    if split not in EXPORT_SPLITS:
+        raise ValueError(f"export.split={split!r} is unknown; expected one of {list(EXPORT_SPLITS)}")
+    if split == "all":
+        return list(dict.fromkeys([datamodule.train_split, datamodule.eval_split]))
+    return [datamodule.train_split if split == "train" else split]
+
+
+class WithOriginalSize(Dataset):
+    """An evaluation dataset whose samples also carry `original_hw` long [2]: the dataset's `original_hw(i)`."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.dataset[index]
+        size = tuple(self.dataset.original_hw(index))
+        return {**sample, "original_hw": torch.tensor(size, dtype=torch.long)}
+
+
+def write_seed_files(npy_path: Path, png_path: Path, keys: np.ndarray, cam: np.ndarray, high_res: np.ndarray,
+                     mask: np.ndarray, palette: Sequence[int]) -> None:
+    """One image's `.npy` dict (IRN layout) and palette `.png`, each written atomically (a killed export never
+    leaves a half file that resuming would skip)."""
+    with atomic_path(npy_path) as tmp, open(tmp, "wb") as handle:  # a handle: np.save appends ".npy" to names
+        np.save(handle, {"keys": keys, "cam": cam, "high_res": high_res})
+    image = Image.frombytes("P", (mask.shape[1], mask.shape[0]), np.ascontiguousarray(mask).tobytes())
+    image.putpalette(list(palette))
+    with atomic_path(png_path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def seed_mask(maps: torch.Tensor, keys: torch.Tensor, threshold: float | None, empty_value: int) -> torch.Tensor:
+    """One image's seed mask uint8 [H, W] from the maps [K, H, W] in [0, 1] of its classes `keys` [K], by the
+    seed rule: with a plane (`threshold` a number) 0 = background, class c → c + 1; without, class c → c, and
+    `empty_value` for an image without classes."""
+    if len(keys) == 0:
+        return torch.full(maps.shape[-2:], 0 if threshold is not None else empty_value, dtype=torch.uint8,
+                          device=maps.device)
+    best = seed_labels(maps, torch.ones_like(keys, dtype=torch.bool), threshold)  # index into keys (+1: plane)
+    lookup = torch.cat([keys.new_zeros(1), keys + 1]) if threshold is not None else keys
+    return lookup[best].to(torch.uint8)
+
+
+@dataclass
+class ExportCounts:
+    written: int = 0
+    skipped: int = 0
+
+
+@dataclass
+class SeedExport:
+    """The `export` config group: `seeds` switches the export on, `split` and `dir` say what and where,
+    `threshold` the seed rule's background score (None: the evaluation's best)."""
+
+    seeds: bool = False
+    split: str = "val"
+    dir: str = "seeds"
+    threshold: float | None = None
+
+    def __call__(self, net: nn.Module, cam: CamSpec, datamodule: ProportionDataModule, best_threshold: float | None,
+                 device: torch.device | str | None = None) -> dict:
+        """Export (see `export_seeds`); returns `{"dir", "written", "skipped"}` for results.json."""
+        threshold = best_threshold if self.threshold is None else self.threshold
+        counts = export_seeds(net, cam, datamodule, self.split, self.dir, threshold=threshold, device=device)
+        return {"dir": str(self.dir), "written": counts.written, "skipped": counts.skipped}
+
+
+def export_seeds(net: nn.Module, cam: CamSpec, datamodule: ProportionDataModule, split: str, out_dir: str | Path, *,
+                 threshold: float | None = None, device: torch.device | str | None = None,
+                 batch_size: int | None = None, progress: bool = True) -> ExportCounts:
+    """Write the seeds of every image of `split` (train | val | test | all) under `out_dir` (see the module
+    docstring); returns and prints how many images were written and skipped (already exported).
+
+    `cam` carries the CAM options (`scales`, `flip`, …) and extras such as `bls=`; `threshold` is the background
+    score of the seed rule (the evaluation's best), required when the dataset seeds with a background plane.
+    The plane, the mask value of an image without classes (`ignore_index`) and the palette are the
+    datamodule's. Runs on `device` (default: the net's), one batch of `batch_size` (default the datamodule's
+    `eval_batch_size`) at a time; the net is moved back afterwards.
+    """
+    if datamodule.seed_background and (threshold is None or not 0.0 <= float(threshold) <= 1.0):
+        raise ValueError(f"export.threshold={threshold!r}: {datamodule.name} seeds need a background threshold in "
+                         "[0, 1] (the evaluation gives one only with the seed_mIoU metric); set export.threshold")
+    rule = SeedRule(float(threshold) if datamodule.seed_background else None, datamodule.ignore_index,
+                    datamodule.palette())
+    out_dir = Path(out_dir)
+    (out_dir / "npy").mkdir(parents=True, exist_ok=True)
+    (out_dir / "png").mkdir(parents=True, exist_ok=True)
+    home = next(net.parameters()).device
+    device = torch.device(device) if device is not None else home
+    counts = ExportCounts()
+    net.to(device)
+    engine = cam.create(net, normalize=False)
+    try:
+        for name in split_names(datamodule, split):
+            dataset = datamodule.build_dataset(name, train=False)
+            todo = [i for i, image_id in enumerate(dataset.ids) if not _exported(out_dir, seed_file_stem(image_id))]
+            counts.skipped += len(dataset) - len(todo)
+            loader = DataLoader(Subset(WithOriginalSize(dataset), todo), collate_fn=collate_samples,
+                                batch_size=batch_size or datamodule.eval_batch_size,
+                                num_workers=datamodule.num_workers)
+            with _progress_bar(progress) as bar:
+                task = bar.add_task(f"seeds of {datamodule.name} {name}", total=len(todo))
+                for batch in loader:
+                    _export_batch(engine, batch, device, out_dir, rule)
+                    counts.written += len(batch["id"])
+                    bar.advance(task, len(batch["id"]))
+    finally:
+        engine.remove()
+        net.to(home)
+    print(f"seeds: {counts.written} written, {counts.skipped} skipped (already exported) -> {out_dir}")
+    return counts
+
+
+@dataclass
+class SeedRule:
+    threshold: float | None  # None: no background plane
+    empty_value: int
+    palette: list[int]
+
+
+def _exported(out_dir: Path, stem: str) -> bool:
+    return (out_dir / "npy" / f"{stem}.npy").is_file() and (out_dir / "png" / f"{stem}.png").is_file()
+
+
+def _progress_bar(enabled: bool) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    disable=not enabled)
+
+
+def _export_batch(engine, batch: dict, device: torch.device, out_dir: Path, rule: SeedRule) -> None:
+    """CAMs of one batch's image classes, then each image's files."""
+    images, labels = batch["image"].to(device), batch["labels"].to(device)
+    targets, valid = gt_targets(labels)
+    with torch.enable_grad():  # gradient CAMs need autograd, whatever the caller's mode
+        maps = engine(images, targets).detach()  # [B, K, h, w] raw, ≥ 0
+    for i, image_id in enumerate(batch["id"]):
+        keys = targets[i][valid[i]]
+        height, width = (int(v) for v in batch["original_hw"][i])
+        high_res = class_maps_at(maps[i][valid[i]], (height, width))
+        strided = class_maps_at(maps[i][valid[i]], (math.ceil(height / STRIDE), math.ceil(width / STRIDE)))
+        mask = seed_mask(high_res, keys, rule.threshold, rule.empty_value)
+        stem = seed_file_stem(image_id)
+        write_seed_files(out_dir / "npy" / f"{stem}.npy", out_dir / "png" / f"{stem}.png",
+                         keys.cpu().numpy().astype(np.int64), strided.cpu().numpy().astype(np.float16),
+                         high_res.cpu().numpy().astype(np.float16), mask.cpu().numpy(), rule.palette)
