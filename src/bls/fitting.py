@@ -14,6 +14,7 @@ from torch import nn
 
 from src.bls.broad_learning_system import BroadLearningSystem
 from src.bls.features import extract_gap_features
+from src.data.atomic import atomic_path
 
 BLS_FILE = "bls.pt"
 
@@ -57,5 +58,6 @@ class BLSFitting:
         bls, info = fit_bls(net, datamodule.train_subset_eval_dataloader(), self.stages, self.alpha, self.step,
                             device)
         if output_dir is not None:
-            bls.save(Path(output_dir) / BLS_FILE)
+            with atomic_path(Path(output_dir) / BLS_FILE) as tmp:  # a killed job never leaves half a BLS
+                bls.save(tmp)
         return bls, info
