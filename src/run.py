@@ -6,7 +6,6 @@ results already exist for the same config is skipped, so a killed sweep resumes 
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import hydra
@@ -18,13 +17,20 @@ from src.jobs.cache import train_or_load
 from src.jobs.config_checks import ConfigError, check_group_overrides
 from src.jobs.setup import build_evaluation, build_export, finish_loggers, fit_cam_method, prepare_job
 from src.jobs.sweeps import config_fingerprint, previous_results
+from src.jobs.timings import PhaseClock
 from src.reporting import save_cam_grid, write_json_atomic
 from src.reporting.wandb_logging import log_job
 
 
 def run_job(cfg: DictConfig) -> dict:
-    """Run one job; returns the results dict also written to `<output_dir>/results.json`."""
-    started = time.perf_counter()
+    """Run one job; returns the results dict also written to `<output_dir>/results.json`.
+
+    `timings` are back-to-back phases that add up to `total_s`: setup_s (config, data, model, loggers, trainer),
+    train_s (training or the cache load), bls_extract_s / bls_fit_s (BroadCAM: features of the subset, then the
+    fit and its save), cam_s (the CAM passes of the evaluation, forwards included), eval_s (protocol + metrics),
+    eval_loader_s (the rest of the test loop: batches loaded and moved, Lightning's loop), export_s (seeds on
+    disk, when asked) and write_s (figure, loggers, results)."""
+    clock = PhaseClock()
     out = Path(cfg.paths.output_dir)
     done = previous_results(cfg)
     if done is not None:
@@ -38,36 +44,50 @@ def run_job(cfg: DictConfig) -> dict:
     job = prepare_job(cfg)  # validates the config, builds data, model, CAM, loggers; raises ConfigError
     try:
         trainer = hydra.utils.instantiate(cfg.trainer, logger=job.loggers, callbacks=job.callbacks)
-        train_s, classifier = train_or_load(cfg, job.model, job.datamodule, trainer)
+        clock.lap("setup_s")
+        _, classifier = train_or_load(cfg, job.model, job.datamodule, trainer)
+        clock.lap("train_s")
         device = next(job.model.net.parameters()).device
         cam, bls_info = fit_cam_method(job, str(out) if trainer.is_global_zero else None, device,
                                        step=trainer.global_step)
-        timings = {"train_s": train_s, **({"bls_s": bls_info["fit_s"]} if bls_info else {})}
+        if bls_info:
+            clock.lap("bls")
+            clock.split("bls", {"bls_extract_s": bls_info["extract_s"]}, rest="bls_fit_s")
+        else:
+            clock.lap("setup_s")
         evaluation = build_evaluation(cfg, job, cam)
         trainer.test(evaluation, datamodule=job.datamodule, verbose=False)
         scores = evaluation.results()
-        timings.update(evaluation.timings, total_s=time.perf_counter() - started)
+        clock.lap("test")
+        clock.split("test", evaluation.timings, rest="eval_loader_s")
         results = {
             "dataset": job.dataset_name, "backbone": cfg.backbone.name, "cam": cfg.cam.name,
             "proportion": job.proportion, "seed": int(cfg.seed), "n_train": len(job.datamodule.subset_indices),
-            "n_eval": len(job.datamodule.eval_set), "metrics": scores["metrics"], "details": scores["details"],
-            "timings": {k: round(v, 3) for k, v in timings.items()}, "classifier": classifier,
-            "bls": bls_info, "config_fingerprint": config_fingerprint(cfg), "config": job.resolved_config,
+            "n_eval": scores["n_scored"], "metrics": scores["metrics"],
+            "details": {**scores["details"], "eval_split_size": len(job.datamodule.eval_set)},
+            "classifier": classifier, "bls": bls_info, "config_fingerprint": config_fingerprint(cfg),
+            "config": job.resolved_config,
         }
-        class_names = list(job.datamodule.class_names)
-        save_cam_grid(evaluation.figure_samples, class_names, out / "cams.png", job.datamodule.ignore_index)
         export = build_export(cfg)
         if export.seeds and trainer.is_global_zero:  # before results.json, so an interrupted export reruns
             results["export"] = export(job.model.net, cam, job.datamodule, scores["metrics"].get("seed_threshold"),
                                        device=trainer.strategy.root_device)
+            clock.lap("export_s")
+        class_names = list(job.datamodule.class_names)
+        save_cam_grid(evaluation.figure_samples, class_names, out / "cams.png", job.datamodule.ignore_index)
         for logger in job.loggers:
             logger.log_metrics({f"eval/{k}": v for k, v in scores["metrics"].items() if v is not None})
+        clock.lap("write_s")
+        results["timings"] = clock.summary()
         log_job(job.loggers, results, evaluation.figure_samples, class_names, job.datamodule.ignore_index)
         write_json_atomic(out / "results.json", results)  # last: its presence means the job is complete
+        clock.lap("write_s")  # the results' own write (a few ms) is after their timings were taken
     finally:
         finish_loggers(job.loggers)
     summary = " ".join(f"{k}={v:.2f}" for k, v in results["metrics"].items() if isinstance(v, float))
-    print(f"[{cfg.cam.name} | {cfg.backbone.name} | {job.proportion:g}% | seed {cfg.seed}] {summary} -> {out}")
+    timings = " ".join(f"{k}={v:.2f}" for k, v in results["timings"].items())
+    print(f"[{cfg.cam.name} | {cfg.backbone.name} | {job.proportion:g}% | seed {cfg.seed}] {summary} "
+          f"n_eval={results['n_eval']} | {timings} -> {out}")
     return results
 
 

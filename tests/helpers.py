@@ -22,3 +22,16 @@ def run_cli(args: list[str], module: str = "src.run", timeout: int = 600) -> sub
     env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
     return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+TIMED_PHASES = ("setup_s", "train_s", "cam_s", "eval_s", "eval_loader_s", "write_s")
+
+
+def assert_timings_add_up(results: dict, tolerance: float = 0.02) -> None:
+    """A job's `timings` hold its phases and their sum is `total_s` within `tolerance` (issue 15: no second
+    of the job left out of a phase)."""
+    timings = dict(results["timings"])
+    total = timings.pop("total_s")
+    assert set(TIMED_PHASES) <= set(timings), sorted(timings)
+    assert all(seconds >= 0 for seconds in timings.values()), timings
+    assert abs(sum(timings.values()) - total) <= tolerance * total, (sum(timings.values()), total, timings)

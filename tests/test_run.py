@@ -9,7 +9,7 @@ import pytest
 from src.jobs.config_checks import ConfigError
 from src.reporting.results import REQUIRED_KEYS, read_results
 from src.run import run_job
-from tests.helpers import compose_config, run_cli
+from tests.helpers import assert_timings_add_up, compose_config, run_cli
 
 
 def test_one_job_writes_the_results_contract(tiny_overrides, tmp_path):
@@ -22,7 +22,9 @@ def test_one_job_writes_the_results_contract(tiny_overrides, tmp_path):
     assert on_disk["proportion"] == 50.0 and on_disk["seed"] == 1 and on_disk["n_train"] == 60
     for key in ("seed_mIoU", "cls_mAP", "PxAP", "MaxBoxAccV2"):
         assert 0.0 <= on_disk["metrics"][key] <= 100.0, key
-    assert set(on_disk["timings"]) >= {"train_s", "cam_s", "eval_s", "total_s"}
+    assert_timings_add_up(on_disk)
+    assert {"bls_extract_s", "bls_fit_s"} <= set(on_disk["timings"])  # BroadCAM: features, then the fit
+    assert on_disk["n_eval"] == 16 and on_disk["details"]["eval_split_size"] == 16
     assert len((job / "subset_ids.txt").read_text().split()) == 60
     assert on_disk["bls"]["n"] == 60 and (job / "bls.pt").exists()  # BroadCAM fits on the job's own subset
     assert (job / "cams.png").stat().st_size > 1000
@@ -72,6 +74,8 @@ def test_multirun_writes_one_results_per_job(cache_dir, tmp_path):
 def test_export_writes_seeds_of_the_evaluation_split(tiny_overrides, tmp_path):
     results = run_job(compose_config(tiny_overrides + ["export.seeds=true"]))
     assert results["export"]["written"] == 16
+    assert_timings_add_up(results)
+    assert "export_s" in results["timings"]
     assert len(list((tmp_path / "job" / "seeds" / "png").glob("*.png"))) == 16
     assert len(list((tmp_path / "job" / "seeds" / "npy").glob("*.npy"))) == 16
 
@@ -93,5 +97,24 @@ def test_same_seed_same_metrics_and_another_seed_differs(tiny_overrides, tmp_pat
                                                    f"paths.output_dir={tmp_path / name}"]))["metrics"]
 
     first = metrics(0, "a")
+    assert_timings_add_up(read_results(tmp_path / "a"))
     assert metrics(0, "b") == first  # exact: on the CPU a seeded job repeats bit for bit
     assert metrics(1, "c") != first
+
+
+def test_n_eval_counts_the_images_actually_scored(tiny_overrides, tmp_path):
+    results = run_job(compose_config(tiny_overrides + ["cam=cam", "data.eval_batch_size=4",
+                                                       "+trainer.limit_test_batches=2"]))
+    assert results["n_eval"] == 8 and results["details"]["eval_split_size"] == 16
+    assert_timings_add_up(results)
+
+
+@pytest.mark.slow
+def test_cli_multiscale_flip_job_and_its_last_log_line_gives_the_timings(tiny_overrides, tmp_path):
+    result = run_cli(tiny_overrides + ["cam.options.scales=[1.0,0.5]", "cam.options.flip=true", "data.num_val=4"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = read_results(tmp_path / "job")
+    assert results["config"]["cam"]["options"]["scales"] == [1.0, 0.5] and results["config"]["cam"]["options"]["flip"]
+    assert_timings_add_up(results)
+    last = result.stdout.strip().splitlines()[-1]
+    assert all(f"{name}=" in last for name in results["timings"]), last

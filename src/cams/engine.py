@@ -4,6 +4,8 @@ The engine owns the forward hooks on named target layers, the forward, the per-i
 (to the target layers only), the upsampling to the input size, the ReLU, the fusion of several layers, the
 multi-scale + flip test-time augmentation and the min-max normalisation. Maps are tensors on the images'
 device: `[B, H, W]` for targets `[B]`, `[B, K, H, W]` for targets `[B, K]`, in [0, 1] when `normalize=True`.
+After a call, `engine.logits` `[B, N]` holds the classifier's scores from that call's own forward of the unflipped
+scale-1.0 view (no second forward is needed to score the classifier).
 
 How to write a method (one short file): subclass `CamEngine`, decorate it with `@register_cam("key")`, and
 override what differs:
@@ -165,6 +167,10 @@ class CamEngine:
         self.model, self.target_layers = model, names
         self.batch_size, self.fusion, self.scales, self.flip, self.normalize = batch_size, fusion, scales, flip, normalize
         self._capturing = False
+        # Logits [B, N] of the last call's reference view: the unflipped view at scale 1.0 (the first scale when
+        # 1.0 is not among `scales`), i.e. the plain forward of the images, so callers score the classifier
+        # from the CAM pass's own forward instead of running another one.
+        self.logits: Tensor | None = None
         self._activations: list[Tensor | None] = [None] * len(names)
         self._handles = [modules[name].register_forward_hook(partial(self._capture, i)) for i, name in enumerate(names)]
 
@@ -200,13 +206,17 @@ class CamEngine:
             images = images.clone() if images.is_inference() else images
             images = _at_least_float32(images)
             step = self.batch_size or images.shape[0]
-            maps = torch.cat([self._maps(x, t) for x, t in zip(images.split(step), target_matrix.split(step))])
+            chunks = [self._maps(x, t) for x, t in zip(images.split(step), target_matrix.split(step))]
+            maps = torch.cat([chunk_maps for chunk_maps, _ in chunks])
+            self.logits = torch.cat([chunk_logits for _, chunk_logits in chunks])
         return maps[:, 0] if single else maps
 
-    def _maps(self, images: Tensor, targets: Tensor) -> Tensor:
-        """Maps `[B, K, H, W]` summed over the test-time views, normalised if asked."""
+    def _maps(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """Maps `[B, K, H, W]` summed over the test-time views (normalised if asked), and the logits `[B, N]` of
+        the reference view (unflipped, scale 1.0 or else the first scale)."""
         height, width = images.shape[-2:]
-        total = None
+        reference_scale = 1.0 if 1.0 in self.scales else self.scales[0]
+        total = logits = None
         for scale in self.scales:
             scaled = images
             if scale != 1.0:
@@ -214,10 +224,12 @@ class CamEngine:
                 scaled = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
             for flipped in (False, True) if self.flip else (False,):
                 view = self._forward(scaled.flip(-1) if flipped else scaled, targets)
+                if scale == reference_scale and not flipped:
+                    logits = view.logits
                 maps = self._upsample_and_fuse(self.class_maps(view), (height, width))
                 maps = maps.flip(-1) if flipped else maps
                 total = maps if total is None else total + maps
-        return normalize_maps(total) if self.normalize else total
+        return (normalize_maps(total) if self.normalize else total), logits
 
     def _forward(self, images: Tensor, targets: Tensor) -> CamView:
         self._activations = [None] * len(self.target_layers)
