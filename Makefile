@@ -13,6 +13,8 @@ DEMO_SWEEP ?= outputs/broadcam/multiruns/synthetic_demo
 # Extra overrides for every job of a reproduce-* grid, e.g. a cluster with 4 GPUs per job:
 #   make reproduce-voc GRID_ARGS='hydra/launcher=slurm hydra.launcher.partition=gpu trainer=ddp trainer.devices=4'
 GRID_ARGS ?=
+# Extra overrides of the classifiers stage only, e.g. CLASSIFIER_ARGS=force_retrain=true
+CLASSIFIER_ARGS ?=
 
 install:  ## install the package with its test oracles and the SLURM launcher
 	$(PYTHON) -m pip install -e ".[dev,slurm]"
@@ -34,26 +36,28 @@ bench:  ## every benchmark (scripts/bench.py subcommands); JSON under outputs/be
 	$(PYTHON) scripts/bench.py bls
 	$(PYTHON) scripts/bench.py eval
 	$(PYTHON) scripts/bench.py sweep
+	$(PYTHON) scripts/bench.py job
 
 sweep-demo:  ## the synthetic grid (proportion 1,2,5 × broadcam,gradcam) on the CPU, then its report
 	$(PYTHON) -m src.run -m experiment=synthetic_demo
 	$(PYTHON) scripts/report.py outputs/broadcam/multiruns/synthetic_demo
 
-# The reproduce-* grids run in two stages: first one job per classifier (the cheap `cam` method, in a sweep
-# folder of its own) trains every classifier of the grid once; then the full grid, whose jobs all load their
-# classifier from the cache, so no job holds a GPU while waiting for another to train.
+# The reproduce-* grids run in two stages: first `stage=classifiers` (src/jobs/stages.py) with the CAM axis
+# replaced by `cam=cam`, in a sweep folder of its own: one job per classifier trains it into the cache, no
+# CAMs; then the full grid, whose jobs all load their classifier from the cache, so no job holds a GPU while
+# waiting for another to train. CLASSIFIER_ARGS=force_retrain=true retrains them (once, in the first stage).
 reproduce-voc:  ## the paper's VOC2012 grid (GPU), then its report; data root from VOC_ROOT
-	$(PYTHON) -m src.run -m experiment=voc_wsss data.root=$(VOC_ROOT) cam=cam sweep_name=voc_wsss_classifiers $(GRID_ARGS)
+	$(PYTHON) -m src.run -m experiment=voc_wsss data.root=$(VOC_ROOT) stage=classifiers cam=cam sweep_name=voc_wsss_classifiers $(GRID_ARGS) $(CLASSIFIER_ARGS)
 	$(PYTHON) -m src.run -m experiment=voc_wsss data.root=$(VOC_ROOT) $(GRID_ARGS)
 	$(PYTHON) scripts/report.py outputs/broadcam/multiruns/voc_wsss
 
 reproduce-bcss:  ## the paper's BCSS-WSSS grid (GPU), then its report; data root from BCSS_ROOT
-	$(PYTHON) -m src.run -m experiment=bcss_wsss data.root=$(BCSS_ROOT) cam=cam sweep_name=bcss_wsss_classifiers $(GRID_ARGS)
+	$(PYTHON) -m src.run -m experiment=bcss_wsss data.root=$(BCSS_ROOT) stage=classifiers cam=cam sweep_name=bcss_wsss_classifiers $(GRID_ARGS) $(CLASSIFIER_ARGS)
 	$(PYTHON) -m src.run -m experiment=bcss_wsss data.root=$(BCSS_ROOT) $(GRID_ARGS)
 	$(PYTHON) scripts/report.py outputs/broadcam/multiruns/bcss_wsss
 
 reproduce-openimages:  ## the paper's OpenImages30k WSOL grid (GPU), then its report; root from OPENIMAGES_ROOT
-	$(PYTHON) -m src.run -m experiment=openimages_wsol data.root=$(OPENIMAGES_ROOT) cam=cam sweep_name=openimages_wsol_classifiers $(GRID_ARGS)
+	$(PYTHON) -m src.run -m experiment=openimages_wsol data.root=$(OPENIMAGES_ROOT) stage=classifiers cam=cam sweep_name=openimages_wsol_classifiers $(GRID_ARGS) $(CLASSIFIER_ARGS)
 	$(PYTHON) -m src.run -m experiment=openimages_wsol data.root=$(OPENIMAGES_ROOT) $(GRID_ARGS)
 	$(PYTHON) scripts/report.py outputs/broadcam/multiruns/openimages_wsol
 

@@ -1,9 +1,10 @@
-"""Benchmarks, one subcommand each: `python scripts/bench.py {cams,bls,eval,sweep} [--quick] [--out FILE]`.
+"""Benchmarks, one subcommand each: `python scripts/bench.py {cams,bls,eval,sweep,job} [--quick] [--out FILE]`.
 
 cams   our CAM methods vs a bare forward, a full backward and the peers (pytorch-grad-cam, TorchCAM)
 bls    the closed-form BroadLearningSystem fit vs a port of the original procedure
 eval   SeedMIoU's 60-threshold sweep vs one threshold; PxAP and MaxBoxAccV2 throughput
 sweep  the demo grid with classifier reuse vs `force_retrain=true` (CPU seconds, wall seconds)
+job    a whole job phase by phase (train, BLS extraction, CAM pass, evaluation) vs the bare network, VOC-shaped data
 
 Each prints a table and writes JSON (default `outputs/bench/<name>.json`) with the machine it ran on
 (`scripts/benchmarks/timing.py`). `make bench` runs them all.
@@ -17,10 +18,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `src` and the oracles under tests/
 
-from benchmarks import bls, cams, evaluation, sweep  # noqa: E402
+from benchmarks import bls, cams, evaluation, job, sweep  # noqa: E402
 from benchmarks.timing import machine, write_report  # noqa: E402
 
-BENCHMARKS = {"cams": cams, "bls": bls, "eval": evaluation, "sweep": sweep}
+BENCHMARKS = {"cams": cams, "bls": bls, "eval": evaluation, "sweep": sweep, "job": job}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 import src.jobs.resolvers  # noqa: F401  (registers ${safe_dirname:...} and ${named_or:...})
 from src.jobs.cache import train_or_load
 from src.jobs.config_checks import ConfigError, check_group_overrides
+from src.jobs.stages import STAGES, train_classifier_only
 from src.jobs.setup import build_evaluation, build_export, finish_loggers, fit_cam_method, prepare_job
 from src.jobs.sweeps import config_fingerprint, previous_results
 from src.jobs.timings import PhaseClock
@@ -32,6 +33,11 @@ def run_job(cfg: DictConfig) -> dict:
     disk, when asked) and write_s (figure, loggers, results)."""
     clock = PhaseClock()
     out = Path(cfg.paths.output_dir)
+    stage = cfg.get("stage", "all")
+    if stage not in STAGES:
+        raise ConfigError(f"stage={stage!r} is unknown; expected one of {list(STAGES)}")
+    if stage == "classifiers":  # the sweep's first pass: train each classifier once, no CAMs
+        return train_classifier_only(cfg)
     done = previous_results(cfg)
     if done is not None:
         print(f"[skip] {out / 'results.json'} exists for this config (overwrite=true redoes it)")
@@ -98,7 +104,7 @@ def main(cfg: DictConfig) -> float | None:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    return results["metrics"].get("seed_mIoU")
+    return results["metrics"].get("seed_mIoU") if "metrics" in results else None
 
 
 if __name__ == "__main__":

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from src.data.atomic import write_text_atomic
 from src.data.collate import collate_samples
+from src.data.loading import resolve_num_workers
 from src.data.palettes import voc_palette
 from src.data.proportion import check_proportion, proportion_subset
 
@@ -42,14 +44,16 @@ class ProportionDataModule(pl.LightningDataModule):
         return voc_palette()
 
     def __init__(self, proportion: float = 100.0, seed: int = 0, eval_split: str = "val", batch_size: int = 32,
-                 eval_batch_size: int | None = None, num_workers: int = 0):
+                 eval_batch_size: int | None = None, num_workers: int | None = None, pin_memory: bool | None = None):
         super().__init__()
         self.proportion = check_proportion(proportion)
         self.seed = int(seed)
         self.eval_split = eval_split
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
-        self.num_workers = int(num_workers)
+        self.num_workers = resolve_num_workers(num_workers)  # None: from the CPUs this process may use
+        self.pin_memory = pin_memory  # None: when the trainer's device (else the machine's) is CUDA
+        self._train_loader: DataLoader | None = None
         self.subset_indices: np.ndarray | None = None
 
     @property
@@ -80,18 +84,39 @@ class ProportionDataModule(pl.LightningDataModule):
         """Write the subset's image ids, one per line (atomically)."""
         return write_text_atomic(path, "\n".join(self.subset_ids) + "\n")
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def _pin(self) -> bool:
+        if self.pin_memory is not None:
+            return bool(self.pin_memory)
+        trainer = getattr(self, "trainer", None)
+        device = getattr(getattr(trainer, "strategy", None), "root_device", None) if trainer is not None else None
+        return device.type == "cuda" if device is not None else torch.cuda.is_available()
+
+    def loader(self, dataset: Dataset, batch_size: int, shuffle: bool = False, persistent: bool = False) -> DataLoader:
+        """A DataLoader with the job's loader settings (workers, pinned memory, the samples' collate). Only the
+        training loader keeps its workers between passes (`persistent`): every other loader makes one pass, and
+        its workers exit when the pass ends, so two sets of workers are never alive at once (each is a fork of
+        this process, and resident memory summed over them is what a SLURM memory limit may count)."""
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          collate_fn=collate_samples, persistent_workers=self.num_workers > 0,
-                          drop_last=shuffle and len(dataset) > batch_size)
+                          collate_fn=collate_samples, persistent_workers=persistent and self.num_workers > 0,
+                          pin_memory=self._pin(), drop_last=shuffle and len(dataset) > batch_size)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
+        self._train_loader = self.loader(self.train_set, self.batch_size, shuffle=True, persistent=True)
+        return self._train_loader
+
+    def teardown(self, stage: str | None = None) -> None:
+        """After `fit`: stop the training loader's persistent workers before the BLS extraction, the evaluation
+        or the export start their own."""
+        loader, self._train_loader = self._train_loader, None
+        iterator = getattr(loader, "_iterator", None) if loader is not None else None
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()  # torch's own shutdown of a multi-process iterator
+            loader._iterator = None
 
     def train_subset_eval_dataloader(self) -> DataLoader:
         """The proportion's training subset with evaluation transforms (for BLS features)."""
-        return self._loader(self.train_eval_set, self.eval_batch_size, shuffle=False)
+        return self.loader(self.train_eval_set, self.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
         """The whole evaluation split, in order."""
-        return self._loader(self.eval_set, self.eval_batch_size, shuffle=False)
+        return self.loader(self.eval_set, self.eval_batch_size)

@@ -29,12 +29,11 @@ import torch
 from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 
 from src.cams import CamSpec
 from src.data import ProportionDataModule
 from src.data.atomic import atomic_path
-from src.data.collate import collate_samples
 from src.evaluation.protocol import class_maps_at, gt_targets, seed_labels
 
 EXPORT_SPLITS = ("train", "val", "test", "all")
@@ -153,9 +152,8 @@ def export_seeds(net: nn.Module, cam: CamSpec, datamodule: ProportionDataModule,
             dataset = datamodule.build_dataset(name, train=False)
             todo = [i for i, image_id in enumerate(dataset.ids) if not _exported(out_dir, seed_file_stem(image_id))]
             counts.skipped += len(dataset) - len(todo)
-            loader = DataLoader(Subset(WithOriginalSize(dataset), todo), collate_fn=collate_samples,
-                                batch_size=batch_size or datamodule.eval_batch_size,
-                                num_workers=datamodule.num_workers)
+            loader = datamodule.loader(Subset(WithOriginalSize(dataset), todo),  # the job's loader settings
+                                       batch_size or datamodule.eval_batch_size)
             with _progress_bar(progress) as bar:
                 task = bar.add_task(f"seeds of {datamodule.name} {name}", total=len(todo))
                 for batch in loader:

@@ -2,9 +2,17 @@
 (`train_or_load`, called by `src.run`); `load_cached_net` is the one reader of a cached network.
 
 Layout: `<cache_dir>/classifiers/<key>/` holds `net.pt` (the network's state dict), `subset_ids.txt` and
-`meta.json` (what the key was made of). A directory appears only complete (written under a temp name,
-then renamed), and jobs wanting the same key take an exclusive file lock, so of two racing jobs one trains
-and the other loads.
+`meta.json` (what the key was made of, and the sweep launch that trained it). A directory appears only complete
+(written under a temp name, then renamed), and jobs wanting the same key take an exclusive file lock, so of two
+racing jobs one trains and the other loads.
+
+`force_retrain=true` retrains a classifier once per sweep launch, not once per CAM job: an entry trained by
+the current launch (`sweep_launch_id`) counts as fresh. The launch is identified by the file Hydra's sweeper
+writes once per launch, `<sweep dir>/multirun.yaml` (path, mtime, size), read by every job of the launch
+whatever the launcher: local jobs, submitit processes and SLURM array tasks all see the same file on the shared
+file system, so no two clocks are compared (a node's clock skew cannot make an entry look fresh or stale), and a
+requeued SLURM task still belongs to its launch (no second retrain), while re-running the sweep rewrites
+multirun.yaml, i.e. a new launch that retrains again. Outside a multirun every forced job retrains.
 """
 from __future__ import annotations
 
@@ -18,12 +26,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning import LightningDataModule, LightningModule, Trainer
 from torch import nn
 
 # Keys of the data config that change how a job evaluates or loads, not which classifier it trains.
-_DATA_KEYS_NOT_IN_KEY = {"eval_split", "eval_batch_size", "num_workers", "num_val", "num_test", "on_corrupt"}
+_DATA_KEYS_NOT_IN_KEY = {"eval_split", "eval_batch_size", "num_workers", "pin_memory", "num_val", "num_test",
+                         "on_corrupt"}
 # Keys of the trainer config that change where or how fast it runs, not what it learns.
 _TRAINER_KEYS_IN_KEY = {"max_steps", "max_epochs", "precision", "accumulate_grad_batches", "gradient_clip_val"}
 
@@ -59,14 +70,26 @@ class ClassifierCache:
     def has(self, key: str) -> bool:
         return (self.path(key) / "net.pt").is_file()
 
+    def meta(self, key: str) -> dict:
+        """The entry's `meta.json` ({} when absent or unreadable)."""
+        try:
+            return json.loads((self.path(key) / "meta.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+
     @contextmanager
-    def lock(self, key: str):
-        """Exclusive lock of one key across processes (parallel sweep jobs on one file system)."""
+    def lock(self, key: str, wait: bool = True):
+        """Exclusive lock of one key across processes (parallel sweep jobs on one file system). Yields True once
+        held; with `wait=False` yields False at once when another process holds it."""
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / f"{key}.lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
             try:
-                yield
+                fcntl.flock(handle, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
@@ -101,21 +124,53 @@ def load_cached_net(path: str | Path, net: nn.Module, subset_ids: list[str] | No
     return json.loads((path / "meta.json").read_text())
 
 
+def sweep_launch_id() -> str | None:
+    """The id of the multirun launch this job belongs to: a hash of `<sweep dir>/multirun.yaml`'s path, mtime and
+    size (Hydra's sweeper rewrites that file at each launch, before any job starts). None outside a multirun."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    path = Path(HydraConfig.get().sweep.dir) / "multirun.yaml"
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return hashlib.sha1(f"{path.resolve()}|{stat.st_mtime_ns}|{stat.st_size}".encode()).hexdigest()[:16]
+
+
+def must_train(cache: ClassifierCache, key: str, force_retrain: bool, launch: str | None) -> bool:
+    """Whether a job trains the classifier `key`: not cached yet, or `force_retrain` and the entry was not trained
+    by this sweep launch (`launch`; None = not a multirun, so a forced job always retrains)."""
+    if not cache.has(key):
+        return True
+    return bool(force_retrain) and (launch is None or cache.meta(key).get("launch_id") != launch)
+
+
 def train_or_load(cfg: DictConfig, model: LightningModule, datamodule: LightningDataModule,
                   trainer: Trainer) -> tuple[float, dict]:
-    """Train `model` (`trainer.fit`), or load its `net` from the cache when a classifier of the same key exists.
-    Returns (seconds spent, classifier info for results.json: key, dir, cache_hit)."""
+    """Train `model` (`trainer.fit`), or load its `net` from the cache when a classifier of the same key exists
+    (and `force_retrain` is off, or this sweep launch already retrained it). Returns (seconds spent, classifier
+    info for results.json: key, dir, cache_hit)."""
     cache = ClassifierCache(cfg.paths.cache_dir)
     key = classifier_key(cfg)
     tick = time.perf_counter()
     with cache.lock(key):  # one of several racing jobs trains; the others then load
-        hit = cache.has(key) and not cfg.get("force_retrain", False)
-        if hit:
-            cache.load_into(key, model.net, datamodule.subset_ids)
-        else:
-            trainer.fit(model, datamodule=datamodule)
-            cache.save(key, model.net, datamodule.subset_ids,
-                       {"key": key, "num_classes": datamodule.num_classes, **classifier_key_fields(cfg)})
+        _, info = train_or_load_held(cfg, cache, key, model, datamodule, trainer)
+    return time.perf_counter() - tick, info  # waiting for a racing job's training counts as training time
+
+
+def train_or_load_held(cfg: DictConfig, cache: ClassifierCache, key: str, model: LightningModule,
+                       datamodule: LightningDataModule, trainer: Trainer) -> tuple[float, dict]:
+    """`train_or_load` for a caller that already holds `cache.lock(key)` (the classifiers stage)."""
+    tick = time.perf_counter()
+    launch = sweep_launch_id()
+    hit = not must_train(cache, key, cfg.get("force_retrain", False), launch)
+    if hit:
+        cache.load_into(key, model.net, datamodule.subset_ids)
+    else:
+        trainer.fit(model, datamodule=datamodule)
+        cache.save(key, model.net, datamodule.subset_ids,
+                   {"key": key, "num_classes": datamodule.num_classes, "launch_id": launch,
+                    **classifier_key_fields(cfg)})
     if hit:
         print(f"[cache hit] classifier {key} loaded from {cache.path(key)}")
     return time.perf_counter() - tick, {"key": key, "dir": str(cache.path(key)), "cache_hit": hit}

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.reporting.results import RESULTS_FILE
 
 # Keys that say where a job writes or how it resumes, not what it computes.
-_NOT_IN_FINGERPRINT = ("paths", "overwrite", "force_retrain", "sweep_name")
+_NOT_IN_FINGERPRINT = ("paths", "overwrite", "force_retrain", "sweep_name", "stage")
 
 
 def config_fingerprint(cfg: DictConfig) -> str:

@@ -8,13 +8,18 @@ gathering the tables. Every file is written atomically. Called by `scripts/repor
 the seed grid's CAMs (`src.jobs.artifacts.grid_inputs`): reporting renders, it never builds a CAM.
 
 Statistics: std is the population std over seeds (numpy's default, ddof=0), so one seed gives 0 and the
-cell shows the mean alone. Two jobs with the same (dataset, backbone, cam, proportion, seed), e.g. from two
-sweeps, are counted once: the newest results.json wins.
+cell shows the mean alone. Reports never mix configs: jobs are grouped by everything in their config that
+defines a result besides the grid keys (cam, proportion, seed; `definition`), so two sweeps that differ in more
+than the grid give separate tables, named by the keys they differ in, and report.md and the console say so.
+The same experiment found twice (same config, proportion and seed, e.g. in two sweeps) is counted once, the
+newer results.json, and that too is said (with whether their metrics agree).
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -38,32 +43,139 @@ NOT_SCORES = frozenset({"seed_threshold"})
 GRID_DPI = 100
 
 
+# ----- what defines a result -----------------------------------------------------------------------------
+# The grid of a sweep: table rows (cam), columns (proportion) and the statistic (seed). Everything else in a
+# job's config defines its results too, so jobs that differ there are never pooled in one table.
+GRID_KEYS = ("cam", "proportion", "seed")
+# Top-level config keys that say where a job wrote, how it resumed or what it logged, not what it computed.
+NOT_DEFINING = frozenset({"paths", "overwrite", "force_retrain", "sweep_name", "stage", "logger", "callbacks",
+                          "export", "hydra", "proportion", "seed"})
+# Leaves that repeat a grid key or a path (results.json holds the resolved config).
+NOT_DEFINING_LEAVES = frozenset({"data.proportion", "data.seed", "trainer.default_root_dir"})
+
+
+def flatten(tree, prefix: str = "") -> dict[str, str]:
+    """Nested dicts → {dotted key: JSON text of the leaf} (lists are leaves)."""
+    if not isinstance(tree, dict):
+        return {prefix: json.dumps(tree, sort_keys=True, default=str)}
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def definition(results: dict) -> tuple[dict[str, str], dict[str, str]]:
+    """What defines a job's results besides the grid keys, from results.json's `config`, split in two flat dicts:
+    the setting shared by every method of a table (data, backbone, training, evaluation, the CAM options every
+    method declares: `cam.options.*`), and the method's own settings (the other `cam.*` keys but its name).
+    Both are empty for a results.json without `config`."""
+    config = {k: v for k, v in (results.get("config") or {}).items() if k not in NOT_DEFINING}
+    flat = {k: v for k, v in flatten(config).items() if k not in NOT_DEFINING_LEAVES}
+    method = {k: v for k, v in flat.items() if k.startswith("cam.") and not k.startswith("cam.options.")}
+    method.pop("cam.name", None)
+    return {k: v for k, v in flat.items() if k not in method and k != "cam.name"}, method
+
+
+def digest(flat: dict[str, str]) -> str:
+    return hashlib.sha1(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def differing(flats: Iterable[dict[str, str]]) -> list[str]:
+    """Keys whose value (or presence) is not the same in every dict."""
+    flats = list(flats)
+    keys = sorted({k for flat in flats for k in flat})
+    return [k for k in keys if len({flat.get(k, "<absent>") for flat in flats}) > 1]
+
+
+def describe(flat: dict[str, str], keys: list[str], limit: int = 4) -> str:
+    """`k=v, …` for `keys` (the first `limit`, then how many more)."""
+    parts = [f"{k}={flat.get(k, '<absent>')}" for k in keys[:limit]]
+    return ", ".join(parts + ([f"+{len(keys) - limit} more"] if len(keys) > limit else []))
+
+
 # ----- rows and statistics --------------------------------------------------------------------------------
-def results_rows(found: Iterable[tuple[Path, dict]]) -> tuple[list[dict], list[Path]]:
-    """(path, results) pairs → one flat row per job (`KEY_FIELDS`, n_train, n_eval, every metric, job_dir),
-    sorted by key, and the paths dropped as duplicates of a newer job with the same key."""
-    newest: dict[tuple, tuple[float, Path, dict]] = {}
-    dropped = []
+@dataclass
+class Rows:
+    """The jobs to report, one row each; `notes` say what was set apart or counted once, and why."""
+
+    rows: list[dict]
+    dropped: list[Path]
+    notes: list[str]
+    settings: dict[str, dict[str, str]]  # setting digest → its flat definition
+
+    def label(self, dataset: str, backbone: str, setting: str) -> str:
+        """'' when the dataset/backbone has one setting, else `k=v, …` of the keys its settings differ in."""
+        digests = sorted({row["setting"] for row in self.rows if (row["dataset"], row["backbone"]) == (dataset, backbone)})
+        if len(digests) < 2:
+            return ""
+        return describe(self.settings[setting], differing(self.settings[d] for d in digests))
+
+
+def results_rows(found: Iterable[tuple[Path, dict]]) -> Rows:
+    """(path, results) pairs → one flat row per job: `KEY_FIELDS`, `setting` (digest of what defines the job
+    besides the grid keys), `method` (the cam's label: its name, plus its own settings when two configurations
+    of one method meet in a setting), n_train, n_eval, every metric, job_dir; sorted.
+
+    Jobs are never pooled across settings: each (dataset, backbone, setting) is its own table, and when one
+    dataset/backbone has several settings the notes name the keys they differ in. Two jobs with the same
+    setting, method, proportion and seed are the same experiment run twice (e.g. found in two sweeps): the
+    newest results.json is counted, the other is listed in `dropped`, and a note says so (and whether their
+    metrics differ)."""
+    notes: list[str] = []
+    jobs = []
     for path, results in found:
+        setting, method = definition(results)
         row = {field: results[field] for field in KEY_FIELDS}
         row["proportion"], row["seed"] = float(row["proportion"]), int(row["seed"])
-        row.update(n_train=results.get("n_train"), n_eval=results.get("n_eval"), **results["metrics"])
+        row.update(setting=digest(setting), method=row["cam"], n_train=results.get("n_train"),
+                   n_eval=results.get("n_eval"), **results["metrics"])
         row["job_dir"] = str(path.parent)
-        key = tuple(row[field] for field in KEY_FIELDS)
+        jobs.append((path, row, setting, method))
+    # Several configurations of one method within a setting: each its own table row, labelled by what differs.
+    by_method: dict[tuple, list] = defaultdict(list)
+    for job in jobs:
+        by_method[(job[1]["dataset"], job[1]["backbone"], job[1]["setting"], job[1]["cam"])].append(job)
+    for (dataset, backbone, _, cam), members in by_method.items():
+        keys = differing(job[3] for job in members)
+        if keys:
+            notes.append(f"{dataset}/{backbone}: {cam} ran with different settings of its own ({', '.join(keys)}); "
+                         "one table row each")
+            for job in members:
+                job[1]["method"] = f"{cam} ({describe(job[3], keys)})"
+    # Settings of one dataset/backbone that differ in more than the grid keys: separate tables, said out loud.
+    settings: dict[tuple, dict[str, dict]] = defaultdict(dict)
+    for job in jobs:
+        settings[(job[1]["dataset"], job[1]["backbone"])][job[1]["setting"]] = job[2]
+    for (dataset, backbone), found_settings in settings.items():
+        if len(found_settings) > 1:
+            keys = differing(found_settings.values())
+            notes.append(f"{dataset}/{backbone}: {len(found_settings)} sweeps/configs differ in more than the grid "
+                         f"keys ({', '.join(GRID_KEYS)}): {', '.join(keys)}; reported as separate tables, never pooled")
+    newest: dict[tuple, tuple[float, Path, dict]] = {}
+    dropped = []
+    for path, row, _, _ in jobs:
+        key = (row["dataset"], row["backbone"], row["setting"], row["method"], row["proportion"], row["seed"])
         mtime = path.stat().st_mtime
         if key in newest:
-            older = min(newest[key], (mtime, path, row), key=lambda entry: entry[0])
+            other = newest[key]
+            (older, kept) = sorted([other, (mtime, path, row)], key=lambda entry: entry[0])
+            same = {k: v for k, v in older[2].items() if k in kept[2] and k not in ("job_dir",)} == \
+                {k: v for k, v in kept[2].items() if k in older[2] and k not in ("job_dir",)}
+            notes.append(f"{older[1]}: same config, proportion and seed as {kept[1]} (metrics "
+                         f"{'equal' if same else 'DIFFER'}); counted once, the newer one")
             dropped.append(older[1])
-            if older[1] == path:
-                continue
-        newest[key] = (mtime, path, row)
+            newest[key] = kept
+        else:
+            newest[key] = (mtime, path, row)
     rows = [entry[2] for entry in newest.values()]
-    return sorted(rows, key=lambda row: tuple(row[field] for field in KEY_FIELDS)), dropped
+    order = ("dataset", "backbone", "setting", "method", "proportion", "seed")
+    return Rows(sorted(rows, key=lambda row: tuple(row[field] for field in order)), dropped, notes,
+                {job[1]["setting"]: job[2] for job in jobs})
 
 
 def metric_names(rows: list[dict]) -> list[str]:
     """Metric columns present in `rows` (numbers in at least one row), in first-seen order."""
-    fixed = set(KEY_FIELDS) | {"n_train", "n_eval", "job_dir"}
+    fixed = set(KEY_FIELDS) | {"setting", "method", "n_train", "n_eval", "job_dir"}
     names: dict[str, None] = {}
     for row in rows:
         names.update({k: None for k, v in row.items() if k not in fixed and isinstance(v, (int, float))})
@@ -71,27 +183,29 @@ def metric_names(rows: list[dict]) -> list[str]:
 
 
 def summarize(rows: list[dict], metric: str) -> dict[str, dict[float, tuple[float, float, int]]]:
-    """{cam: {proportion: (mean, std (ddof=0), number of seeds)}} over the rows that have `metric`."""
+    """{method: {proportion: (mean, std (ddof=0), number of seeds)}} over the rows that have `metric` (rows of
+    one setting: `groups`)."""
     values: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for row in rows:
         if isinstance(row.get(metric), (int, float)):
-            values[row["cam"]][row["proportion"]].append(float(row[metric]))
+            values[row.get("method", row["cam"])][row["proportion"]].append(float(row[metric]))
     return {cam: {p: (float(np.mean(v)), float(np.std(v, ddof=STD_DDOF)), len(v)) for p, v in sorted(cells.items())}
             for cam, cells in sorted(values.items())}
 
 
-def groups(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
-    """Rows by (dataset, backbone), sorted."""
-    grouped: dict[tuple[str, str], list[dict]] = defaultdict(list)
+def groups(rows: list[dict]) -> dict[tuple[str, str, str], list[dict]]:
+    """Rows by (dataset, backbone, setting), sorted: one table each."""
+    grouped: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for row in rows:
-        grouped[(row["dataset"], row["backbone"])].append(row)
+        grouped[(row["dataset"], row["backbone"], row.get("setting", ""))].append(row)
     return dict(sorted(grouped.items()))
 
 
 # ----- files ----------------------------------------------------------------------------------------------
 def write_csv(rows: list[dict], path: Path) -> Path:
-    """results.csv: the key fields, n_train, n_eval, every metric (empty where a job lacks it), job_dir."""
-    columns = [*KEY_FIELDS, "n_train", "n_eval", *metric_names(rows), "job_dir"]
+    """results.csv: the key fields, setting, method, n_train, n_eval, every metric (empty where a job lacks it),
+    job_dir."""
+    columns = [*KEY_FIELDS, "setting", "method", "n_train", "n_eval", *metric_names(rows), "job_dir"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -218,28 +332,33 @@ def build_report(dirs: Iterable[str | Path], out: str | Path,
     Raises FileNotFoundError when no job is found."""
     dirs = list(dirs)
     out = Path(out)
-    rows, dropped = results_rows(find_jobs(dirs))
+    found = results_rows(find_jobs(dirs))
+    rows = found.rows
     if not rows:
         raise FileNotFoundError(f"no results.json below {[str(d) for d in dirs]}; expected finished jobs")
-    for path in dropped:
-        print(f"[report] {path}: older duplicate of a job with the same key, not counted")
+    for note in found.notes:
+        print(f"[report] {note}")
     written = [write_csv(rows, out / "results.csv")]
     sections = []
-    for (dataset, backbone), group in groups(rows).items():
-        title = f"{dataset} / {backbone}"
+    for (dataset, backbone, setting), group in groups(rows).items():
+        label = found.label(dataset, backbone, setting)
+        title = f"{dataset} / {backbone}" + (f" / {label}" if label else "")
+        prefix = f"{dataset}_{backbone}" + (f"_{setting}" if label else "")
         for metric in metric_names(group):
             if metric in NOT_SCORES:
                 continue
             summary = summarize(group, metric)
-            stem = safe_dirname(f"{dataset}_{backbone}_{metric}")
+            stem = safe_dirname(f"{prefix}_{metric}")
             table = markdown_table(summary, metric, title)
             written.append(write_text_atomic(out / "tables" / f"{stem}.md", table))
             written.append(plot_metric(summary, metric, title, out / "plots" / f"{stem}.png"))
             sections.append(f"{table}\n![{metric}](plots/{stem}.png)\n")
         if grid is not None:
-            path = out / f"seed_grid_{safe_dirname(f'{dataset}_{backbone}')}.png"
+            path = out / f"seed_grid_{safe_dirname(prefix)}.png"
             written.append(seed_grid(grid(group), path, cell_px))
             sections.append(f"### Seed grid — {title}\n\n![seed grid]({path.name})\n")
     header = f"# Report\n\n{len(rows)} jobs from {', '.join(str(d) for d in dirs)}.\n\n"
+    if found.notes:
+        header += "Grouping notes:\n\n" + "".join(f"- {note}\n" for note in found.notes) + "\n"
     written.append(write_text_atomic(out / "report.md", header + "\n".join(sections)))
     return written

@@ -33,3 +33,29 @@ def test_save_then_load_restores_the_network(tmp_path):
         assert torch.equal(a, b), name
     with pytest.raises(RuntimeError, match="subset differs"):
         cache.load_into("k1", other, ["a", "c"])
+
+
+def test_force_retrain_counts_an_entry_of_this_launch_as_fresh(tmp_path):
+    from src.jobs.cache import must_train
+
+    cache = ClassifierCache(tmp_path)
+    assert must_train(cache, "k", force_retrain=False, launch="L1")  # not cached: always trains
+    cache.save("k", build_backbone("resnet18", 3), ["a"], {"launch_id": "L1"})
+    assert not must_train(cache, "k", force_retrain=False, launch="L2")
+    assert not must_train(cache, "k", force_retrain=True, launch="L1")  # this launch already retrained it
+    assert must_train(cache, "k", force_retrain=True, launch="L2")  # a new launch retrains once more
+    assert must_train(cache, "k", force_retrain=True, launch=None)  # a single job: forced means forced
+
+
+def test_a_non_waiting_lock_reports_a_held_key(tmp_path):
+    import subprocess
+    import sys
+
+    cache = ClassifierCache(tmp_path)
+    with cache.lock("k") as held:
+        assert held
+        code = ("import sys; from src.jobs.cache import ClassifierCache\n"
+                f"with ClassifierCache({str(tmp_path)!r}).lock('k', wait=False) as held: sys.exit(0 if held else 3)")
+        assert subprocess.run([sys.executable, "-c", code]).returncode == 3  # another process: not waiting
+    with cache.lock("k", wait=False) as held:
+        assert held

@@ -31,13 +31,23 @@ def fabricated_value(method: str, proportion: float, seed: int, metric: str) -> 
     return base + advantage + proportion / 10 + 1.7 * seed + (0.3 if method == "cam" else 0.0)
 
 
-def write_fabricated_sweep(root: Path) -> None:
+def fabricated_config(method: str, proportion: float, seed: int, root: Path, image_size: int = 64,
+                      alpha: float | None = None) -> dict:
+    """A resolved job config as results.json holds it: grid keys, paths that differ per job, a setting."""
+    cam = {"name": method, "options": {"scales": [1.0], "flip": False}, **({"alpha": alpha} if alpha else {})}
+    return {"proportion": proportion, "seed": seed, "sweep_name": root.name, "paths": {"output_dir": str(root)},
+            "data": {"image_size": image_size, "proportion": proportion, "seed": seed, "root": "/data"},
+            "trainer": {"max_steps": 3, "default_root_dir": str(root / method)}, "cam": cam,
+            "logger": {"csv": {"save_dir": str(root)}}}
+
+
+def write_fabricated_sweep(root: Path, **setting) -> None:
     for i, (method, proportion, seed) in enumerate(
             (m, p, s) for m in METHODS for p in PROPORTIONS for s in SEEDS):
         metrics = {name: fabricated_value(method, proportion, seed, name) for name in ("seed_mIoU", "cls_mAP")}
         results = {"dataset": "synthetic", "backbone": "resnet18", "cam": method, "proportion": proportion,
                    "seed": seed, "n_train": 10, "n_eval": 5, "metrics": {**metrics, "seed_threshold": 0.25},
-                   "timings": {"total_s": 1.0}}
+                   "timings": {"total_s": 1.0}, "config": fabricated_config(method, proportion, seed, root, **setting)}
         write_json_atomic(root / f"{i}_cam={method},proportion={proportion:g},seed={seed}" / "results.json", results)
 
 
@@ -103,11 +113,11 @@ def test_one_seed_shows_the_mean_alone_and_ties_are_all_bold():
     assert table == {"a": ["**50.00**", "**60.00**"], "b": ["**50.00**", "–"]}
 
 
-def test_a_job_found_twice_counts_once_and_the_newest_wins(tmp_path):
+def test_the_same_experiment_found_twice_counts_once_and_the_report_says_so(tmp_path, capsys):
     old, new = tmp_path / "old", tmp_path / "new"
     write_fabricated_sweep(old)
     time.sleep(0.05)
-    write_fabricated_sweep(new)
+    write_fabricated_sweep(new)  # same setting, other folders: the same experiments run twice
     first = next(new.glob("*/results.json"))
     changed = json.loads(first.read_text())
     changed["metrics"]["seed_mIoU"] = 99.0
@@ -117,6 +127,43 @@ def test_a_job_found_twice_counts_once_and_the_newest_wins(tmp_path):
         rows = list(csv.DictReader(handle))
     assert len(rows) == 8 and all(row["job_dir"].startswith(str(new.resolve())) for row in rows)
     assert sum(float(row["seed_mIoU"]) == 99.0 for row in rows) == 1
+    printed = capsys.readouterr().out
+    assert printed.count("counted once, the newer one") == 8 and printed.count("metrics DIFFER") == 1
+    assert "metrics DIFFER" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_sweeps_that_differ_in_more_than_the_grid_are_never_pooled(tmp_path, capsys):
+    write_fabricated_sweep(tmp_path / "small", image_size=64)
+    write_fabricated_sweep(tmp_path / "large", image_size=96)
+    large = next((tmp_path / "large").glob("*/results.json"))
+    shifted = json.loads(large.read_text())
+    shifted["metrics"]["seed_mIoU"] += 10  # the 96 px sweep scores differently
+    write_json_atomic(large, shifted)
+    out = tmp_path / "report"
+    build_report([tmp_path / "small", tmp_path / "large"], out)
+    printed = capsys.readouterr().out
+    assert "differ in more than the grid keys (cam, proportion, seed): data.image_size" in printed
+    tables = sorted(p.name for p in (out / "tables").glob("*seed_mIoU.md"))
+    assert len(tables) == 2  # one per setting, each with every job of its sweep and none of the other
+    for table in tables:
+        text = (out / "tables" / table).read_text()
+        assert "data.image_size=64" in text or "data.image_size=96" in text
+        _, cells = parse_table(text)
+        assert sorted(cells) == sorted(METHODS) and all("±" in c for row in cells.values() for c in row)
+    with open(out / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 16 and len({row["setting"] for row in rows}) == 2
+    assert "data.image_size" in (out / "report.md").read_text()
+
+
+def test_two_configurations_of_one_method_get_one_row_each(tmp_path, capsys):
+    write_fabricated_sweep(tmp_path / "a", alpha=50.0)
+    write_fabricated_sweep(tmp_path / "b", alpha=10.0)  # the method's own setting, not the table's
+    build_report([tmp_path / "a", tmp_path / "b"], tmp_path / "report")
+    assert "ran with different settings of its own (cam.alpha)" in capsys.readouterr().out
+    _, cells = parse_table((tmp_path / "report" / "tables" / "synthetic_resnet18_seed_mIoU.md").read_text())
+    assert sorted(cells) == ["cam (cam.alpha=10.0)", "cam (cam.alpha=50.0)", "gradcam (cam.alpha=10.0)",
+                             "gradcam (cam.alpha=50.0)"]
 
 
 def test_no_results_is_a_one_line_error(tmp_path, capsys):
