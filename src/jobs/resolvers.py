@@ -20,18 +20,20 @@ def job_dirname(override_dirname) -> str:
     overrides, sorted, resume flags excluded), never from its position in the grid (`hydra.job.num`), so a job
     keeps its folder when the grid grows and a re-run finds its results.
 
-    Filesystem-safe (`safe_dirname`), and unique: when making it safe changed the text (a '/' or '[' became '_',
-    or a long name was cut) a hash of the exact overrides is appended, so two different jobs never share a
-    folder. A path value is shown by its last part (`data.root=/data/VOC2012` → `data.root=VOC2012`, hashed as
-    above), so the grid's own keys stay readable. A job with no overrides of its own gets `default`."""
+    Filesystem-safe: a path value is shown by its last part (`data.root=/data/VOC2012` → `data.root=VOC2012`),
+    characters other than `A-Za-z0-9=,.+_-` become '_', and names are cut to `MAX_SHOWN` characters. Unique:
+    whenever any of that changed the text, a hash of the exact overrides is appended, so two different jobs
+    never share a folder. A job with no overrides of its own gets `default`."""
     text = str(override_dirname or "")
-    name = safe_dirname(re.sub(r"=[^,=]*/", "=", text))  # a path value by its last part: readable, hash-unique
-    if text and name != text:  # lossy: tell apart the jobs it could have merged by their exact overrides
-        name = f"{name[:MAX_BEFORE_HASH]}_{hashlib.sha1(text.encode()).hexdigest()[:8]}"
-    return name
+    if not text:
+        return "default"
+    shown = re.sub(r"[^A-Za-z0-9=,.+_-]+", "_", re.sub(r"=[^,=]*/", "=", text)).strip("_")
+    if shown != text or len(shown) > MAX_SHOWN:  # lossy: tell apart the jobs it could have merged by their exact overrides
+        shown = f"{shown[:MAX_SHOWN]}_{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+    return shown
 
 
-MAX_BEFORE_HASH = 110  # safe_dirname's cap (120) minus the '_' and 8 hex digits
+MAX_SHOWN = 200  # + '_' + 8 hex digits stays under the usual 255-byte limit of a file name
 
 
 for _name, _resolver in {"safe_dirname": safe_dirname, "named_or": named_or, "job_dirname": job_dirname}.items():

@@ -70,10 +70,11 @@ def test_job_folder_names_come_from_the_overrides_only_and_stay_unique():
     assert job_dirname("cam=cam,proportion=50") == "cam=cam,proportion=50"
     assert job_dirname("") == "default"
     lossy = ["data.root=/a/b,proportion=1", "data.root=/a_b,proportion=1", "data.root=_a_b,proportion=1",
-             "cam.options.scales=[1.0,0.5]", "cam.options.scales=[1.0,0.5,2.0]", "x=" + "a" * 300, "x=" + "a" * 301]
+             "cam.options.scales=[1.0,0.5]", "cam.options.scales=[1.0,0.5,2.0]", "x=" + "a" * 300, "x=" + "a" * 301, "x=a/b", "x=c/b"]
     names = [job_dirname(text) for text in lossy]
     assert len(set(names)) == len(names)
-    assert all(len(name) <= 120 and "/" not in name and "[" not in name for name in names)
+    assert all(len(name) <= 209 and "/" not in name and "[" not in name for name in names)
+    assert job_dirname("data.root=/data/VOC2012,proportion=5").startswith("data.root=VOC2012,proportion=5_")
     sweep_cfg = (REPO / "conf" / "hydra" / "default.yaml").read_text()
     assert "hydra.job.num" not in sweep_cfg and "${job_dirname:${hydra.job.override_dirname}}" in sweep_cfg
 
