@@ -1,7 +1,9 @@
 """Tables, plots and the seed grid of one or more sweeps: `python scripts/report.py <sweep dir>... [--out DIR]`.
 
 Reads every results.json below the given dirs and writes results.csv, one markdown table and one plot per
-dataset/backbone/metric, the seed grid per dataset/backbone and report.md (see src/reporting/report.py).
+dataset/backbone/setting/metric, the seed grid per dataset/backbone/setting and report.md (see
+src/reporting/report.py). Jobs whose configs differ in more than the grid keys (cam, proportion, seed) are never
+pooled: they get separate tables, and the console and report.md name the keys they differ in.
 The seed grid reloads each job's cached classifier: run from where the sweep ran (cache paths are relative
 to it), and pass `--data root=/new/path` if the dataset moved.
 """
