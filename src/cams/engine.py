@@ -6,6 +6,8 @@ multi-scale + flip test-time augmentation and the min-max normalisation. Maps ar
 device: `[B, H, W]` for targets `[B]`, `[B, K, H, W]` for targets `[B, K]`, in [0, 1] when `normalize=True`.
 After a call, `engine.logits` `[B, N]` holds the classifier's scores from that call's own forward of the unflipped
 scale-1.0 view (no second forward is needed to score the classifier).
+`maps_at(images, targets, ("input", "feature"))` also gives them at the feature resolution (before the
+upsampling to the image), from the same forwards, for protocols that resize the CAM themselves (wsolevaluation).
 
 How to write a method (one short file): subclass `CamEngine`, decorate it with `@register_cam("key")`, and
 override what differs:
@@ -28,8 +30,8 @@ The engine never writes `.grad` of parameters nor changes their `requires_grad`;
 and restores every module's train/eval flag afterwards. It computes in float32 whatever autocast (AMP) is active
 around it: autocast is switched off for the images' device type and half-precision images are cast to float32,
 so activations, gradients, Score-CAM's masked forwards and maps are those of the fp32 model (a model whose
-parameters are themselves half precision, e.g. Lightning's "16-true", is run as it is). Hooks stay on the model until `remove()` / `close()` or
-the end of a `with` block.
+parameters are themselves half precision, e.g. Lightning's "16-true", is run as it is). Hooks stay on the model
+until `remove()` / `close()` or the end of a `with` block.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 FUSIONS = ("mean", "max", "tanh-max")
+RESOLUTIONS = ("input", "feature")  # what `CamEngine.maps_at` returns: maps at the image size, at the feature size
 
 # A map whose range is below this fraction of its magnitude is float noise around a constant (e.g. a constant
 # upsampled bilinearly), so normalising it would only amplify rounding errors.
@@ -195,6 +198,22 @@ class CamEngine:
     # ----- the engine --------------------------------------------------------------------------------------
     def __call__(self, images: Tensor, targets: Tensor) -> Tensor:
         """Maps `[B, H, W]` for targets `[B]`, `[B, K, H, W]` for targets `[B, K]`, float, on images' device."""
+        return self.maps_at(images, targets, ("input",))[0]
+
+    def maps_at(
+        self, images: Tensor, targets: Tensor, resolutions: Sequence[str] = RESOLUTIONS
+    ) -> tuple[Tensor, ...]:
+        """The maps at each of `resolutions` (from `RESOLUTIONS`), all from the same forwards.
+
+        "input": `__call__`'s maps, `[B, (K,) H, W]`. "feature": the same maps before the upsampling to the image,
+        `[B, (K,) h, w]`, where h×w is the largest target layer's size in the unscaled view (scale 1.0; the first
+        scale when 1.0 is not among `scales`). Each view's layer maps are resized (bilinearly, as for "input") to
+        h×w, which is a no-op for a single layer at scale 1.0; ReLU, fusion, the sum over views and `normalize` are
+        those of "input". WSOL protocols resize the feature-resolution CAM to their evaluation size themselves.
+        """
+        unknown = [r for r in resolutions if r not in RESOLUTIONS]
+        if unknown or not resolutions:
+            raise ValueError(f"resolutions must be a non-empty list of {RESOLUTIONS}, got {list(resolutions)}")
         if not self._handles:
             raise RuntimeError(f"{type(self).__name__} was removed (remove()/close()); create a new one")
         if not isinstance(images, Tensor) or images.ndim != 4:
@@ -206,17 +225,18 @@ class CamEngine:
             images = images.clone() if images.is_inference() else images
             images = _at_least_float32(images)
             step = self.batch_size or images.shape[0]
-            chunks = [self._maps(x, t) for x, t in zip(images.split(step), target_matrix.split(step))]
-            maps = torch.cat([chunk_maps for chunk_maps, _ in chunks])
+            chunks = [self._maps(x, t, resolutions) for x, t in zip(images.split(step), target_matrix.split(step))]
+            maps = [torch.cat([chunk_maps[i] for chunk_maps, _ in chunks]) for i in range(len(resolutions))]
             self.logits = torch.cat([chunk_logits for _, chunk_logits in chunks])
-        return maps[:, 0] if single else maps
+        return tuple(m[:, 0] if single else m for m in maps)
 
-    def _maps(self, images: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-        """Maps `[B, K, H, W]` summed over the test-time views (normalised if asked), and the logits `[B, N]` of
-        the reference view (unflipped, scale 1.0 or else the first scale)."""
+    def _maps(self, images: Tensor, targets: Tensor, resolutions: Sequence[str]) -> tuple[list[Tensor], Tensor]:
+        """Maps `[B, K, ., .]` per resolution, summed over the test-time views (normalised if asked), and the
+        logits `[B, N]` of the reference view (unflipped, scale 1.0 or else the first scale)."""
         height, width = images.shape[-2:]
         reference_scale = 1.0 if 1.0 in self.scales else self.scales[0]
         total = logits = None
+        views = []  # (raw layer maps, flipped, scale) of each view, for the feature resolution
         for scale in self.scales:
             scaled = images
             if scale != 1.0:
@@ -226,10 +246,22 @@ class CamEngine:
                 view = self._forward(scaled.flip(-1) if flipped else scaled, targets)
                 if scale == reference_scale and not flipped:
                     logits = view.logits
-                maps = self._upsample_and_fuse(self.class_maps(view), (height, width))
+                layer_maps = self.class_maps(view)
+                if "feature" in resolutions:
+                    views.append((layer_maps, flipped, scale))
+                if "input" in resolutions:
+                    maps = self._upsample_and_fuse(layer_maps, (height, width))
+                    maps = maps.flip(-1) if flipped else maps
+                    total = maps if total is None else total + maps
+        out = {"input": total}
+        if views:
+            reference = next(maps for maps, flipped, scale in views if scale == reference_scale and not flipped)
+            size = (max(m.shape[-2] for m in reference), max(m.shape[-1] for m in reference))
+            for layer_maps, flipped, _ in views:
+                maps = self._upsample_and_fuse(layer_maps, size)
                 maps = maps.flip(-1) if flipped else maps
-                total = maps if total is None else total + maps
-        return (normalize_maps(total) if self.normalize else total), logits
+                out["feature"] = maps if out.get("feature") is None else out["feature"] + maps
+        return [normalize_maps(out[r]) if self.normalize else out[r] for r in resolutions], logits
 
     def _forward(self, images: Tensor, targets: Tensor) -> CamView:
         self._activations = [None] * len(self.target_layers)

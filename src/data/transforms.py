@@ -47,8 +47,19 @@ class EvalTransform:
         return mask.long()
 
     def boxes(self, boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        """Scale x0y0x1y1 pixel boxes of an image of height×width to the evaluation size."""
+        """x0y0x1y1 inclusive pixel boxes of an image of height×width → at the evaluation size (`resize_boxes`)."""
         if self.size is None:
             return boxes.float()
-        scale = torch.tensor([self.size / width, self.size / height] * 2)
-        return boxes.float() * scale
+        return resize_boxes(boxes, (height, width), (self.size, self.size))
+
+
+def resize_boxes(boxes: torch.Tensor, size: tuple[int, int], new_size: tuple[int, int]) -> torch.Tensor:
+    """wsolevaluation's rule (`evaluation.resize_bbox`) for x0y0x1y1 inclusive pixel boxes `[N, 4]` of an image of
+    `size` (H, W) resized to `new_size` (H', W') → float32 `[N, 4]` of integers: each coordinate becomes
+    `int(x · W' / W)` (y with H), the product first, then the quotient, in float64, truncated, as its Python
+    code does. Both corners move alike (no `(x1 + 1) · s − 1` for the inclusive end), so a box may shrink by up
+    to a pixel; that is the reference's convention for the ground truth its MaxBoxAcc is computed on."""
+    (height, width), (new_height, new_width) = size, new_size
+    numerator = torch.tensor([new_width, new_height] * 2, dtype=torch.float64)
+    denominator = torch.tensor([width, height] * 2, dtype=torch.float64)
+    return (boxes.to(torch.float64) * numerator / denominator).trunc().float()
