@@ -4,8 +4,10 @@ from `conf/eval/` (`hydra.utils.instantiate`), with the net, the CAM and the dat
 For each image, the CAMs of its ground-truth classes are made by the configured method and fed to the
 dataset's metrics following the protocols of METHOD.md §6 (the functions of `protocol.py`):
 - seeds (`seed_mIoU`): each GT-class map (ReLU'd, upsampled, raw) divided by its max; other classes 0;
-- localisation (`PxAP`, `MaxBoxAccV2`): the max over the GT-class seed maps, resized to `wsol_size` and
-  min-max normalised per image (wsolevaluation); mask foreground = any object, ignore kept.
+- localisation (`PxAP`, `MaxBoxAccV2`), wsolevaluation's rule: the GT-class seed maps at the feature
+  resolution (the CAM before its upsampling, `maps_at`), their max, resized bicubically to `wsol_size` and
+  min-max normalised per image (`wsol_scoremaps`); boxes resized with its `resize_bbox` rule; mask
+  foreground = any object, ignore kept.
 The classifier's mAP on the same split comes from the CAM pass's own forward (the engine's `logits`: the
 unflipped scale-1.0 view, i.e. the plain forward), so each view of an image is forwarded exactly once.
 """
@@ -22,6 +24,7 @@ from torchmetrics import SumMetric
 from torchmetrics.classification import MultilabelAveragePrecision
 
 from src.cams import CamSpec
+from src.data.transforms import resize_boxes
 from src.evaluation.protocol import foreground_masks, gt_targets, seed_maps, threshold_range, wsol_scoremaps
 from src.metrics import MaxBoxAccV2, PxAP, SeedMIoU
 
@@ -73,8 +76,9 @@ class CamEvaluation(pl.LightningModule):
         images, labels = batch["image"], batch["labels"]
         targets, valid = gt_targets(labels)
         tick = time.perf_counter()
+        wsol = "pxap" in self.metrics or "boxacc" in self.metrics
         with torch.enable_grad():
-            maps = self.cam(images, targets)
+            maps, *feature_maps = self.cam.maps_at(images, targets, ("input", "feature") if wsol else ("input",))
             logits = self.cam.logits
         if maps.is_cuda:  # kernels run asynchronously: charge them to cam_s, not to whatever waits next
             torch.cuda.synchronize(maps.device)
@@ -86,15 +90,17 @@ class CamEvaluation(pl.LightningModule):
         masks = batch["mask"]
         if "seed" in self.metrics:
             self.metrics["seed"].update(cams, labels, masks)
-        if "pxap" in self.metrics or "boxacc" in self.metrics:
-            scoremaps = wsol_scoremaps(cams, self.wsol_size)
+        if wsol:
+            scoremaps = wsol_scoremaps(seed_maps(feature_maps[0].detach(), targets, valid, self.num_classes),
+                                       self.wsol_size)
             if "pxap" in self.metrics:
                 background = 0 if self.seed_background else self.ignore_index
                 self.metrics["pxap"].update(scoremaps, foreground_masks(masks, self.wsol_size, background,
                                                                         self.ignore_index))
             if "boxacc" in self.metrics:
-                scale = torch.tensor([self.wsol_size / images.shape[-1], self.wsol_size / images.shape[-2]] * 2)
-                self.metrics["boxacc"].update(scoremaps, [b.cpu() * scale for b in batch["boxes"]])
+                size, wsol_size = tuple(images.shape[-2:]), (self.wsol_size, self.wsol_size)
+                boxes = [resize_boxes(b.cpu(), size, wsol_size) for b in batch["boxes"]]
+                self.metrics["boxacc"].update(scoremaps, boxes)
         self._keep_figure_samples(images, labels, masks, cams)
         if maps.is_cuda:
             torch.cuda.synchronize(maps.device)

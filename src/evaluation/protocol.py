@@ -50,11 +50,26 @@ def class_maps_at(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def wsol_scoremaps(cams: torch.Tensor, size: int) -> torch.Tensor:
-    """cams [B, C, H, W] → [B, size, size]: max over classes, resized, min-max normalised per image."""
-    maps = F.interpolate(cams.amax(1, keepdim=True), size=(size, size), mode="bilinear", align_corners=False)[:, 0]
-    low = maps.flatten(1).amin(1)[:, None, None]
-    high = maps.flatten(1).amax(1)[:, None, None]
-    return torch.where(high > low, (maps - low) / (high - low).clamp(min=1e-12), torch.zeros_like(maps))
+    """wsolevaluation's score maps: feature-resolution class maps `[B, C, h, w]` (≥ 0; `seed_maps` of the CAM
+    before its upsampling) → float32 `[B, size, size]` in [0, 1].
+
+    Max over classes (OpenImages images have one class: its map), then `normalize_scoremap(cv2.resize(cam,
+    (size, size), interpolation=cv2.INTER_CUBIC))` of wsolevaluation's `inference.py`: a map holding a NaN
+    becomes zeros, a constant one zeros, any other `(s − min) / max(s − min)`. torch's bicubic with
+    align_corners=False is OpenCV's INTER_CUBIC: the same kernel (a = −0.75), half-pixel centres, and taps
+    outside the map clamped to its border pixel (OpenCV resizes with BORDER_REPLICATE). It runs in float64,
+    rounded to float32 as OpenCV's output, then normalised in the reference's float32 order (equal to a direct
+    OpenCV computation within 2e-6, tests/evaluation/test_wsol_protocol.py). One departure: OpenCV's float32
+    kernel leaves ulp noise on a constant map, which `normalize_scoremap` would stretch to [0, 1]; a constant
+    map gives zeros here, as that function intends.
+    """
+    maps = cams.amax(1, keepdim=True)
+    resized = F.interpolate(maps.double(), size=(size, size), mode="bicubic", align_corners=False)[:, 0].float()
+    shifted = resized - resized.amin(dim=(-2, -1), keepdim=True)
+    high = shifted.amax(dim=(-2, -1), keepdim=True)
+    flat = maps.flatten(1)
+    blank = flat.isnan().any(1) | (flat.amin(1) == flat.amax(1)) | (high.flatten() == 0)
+    return torch.where(blank[:, None, None], torch.zeros_like(shifted), shifted / torch.where(high > 0, high, 1))
 
 
 def foreground_masks(masks: torch.Tensor, size: int, background: int, ignore_index: int) -> torch.Tensor:
