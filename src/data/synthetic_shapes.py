@@ -4,12 +4,20 @@ Eight shape classes, each object in a random colour and texture (solid, stripes,
 colour alone never gives the class; 1–3 objects per image over a cluttered background (colour gradient,
 noise, distractor strokes). Masks: 0 = background, 1..C = class, 255 = a one-pixel ignore band along
 object outlines (as VOC's boundaries). Everything is a pure function of (split seed, index).
+
+The classes differ by shape under any rotation and size the renderer draws (no class is another turned or
+scaled; `tests/data/test_synthetic.py` checks the overlaps). A `World` bundles what a generator draws
+(shape set, sizes, object count, textures, background); `SHAPES` is the world of `data=synthetic`, and
+`src.data.synthetic_pretrain` defines a disjoint one for pretraining.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import numpy as np
 
-SHAPE_NAMES = ("disk", "square", "triangle", "cross", "ring", "diamond", "star", "ell")
+SHAPE_NAMES = ("disk", "square", "triangle", "cross", "ring", "crescent", "star", "ell")
 IGNORE_INDEX = 255
 MIN_VISIBLE_PIXELS = 12
 
@@ -29,8 +37,8 @@ def shape_mask(name: str, u: np.ndarray, v: np.ndarray, r: float) -> np.ndarray:
         return ((abs(u) < arm) & (abs(v) < r)) | ((abs(v) < arm) & (abs(u) < r))
     if name == "ring":
         return (d < r) & (d > 0.55 * r)
-    if name == "diamond":
-        return abs(u) + abs(v) < r
+    if name == "crescent":  # a disk with an off-centre bite: open on one side, unlike the ring
+        return (d < r) & (np.hypot(u - 0.45 * r, v) > 0.75 * r)
     if name == "star":
         return d < r * (0.55 + 0.45 * np.cos(5 * np.arctan2(v, u)))
     if name == "ell":
@@ -54,7 +62,7 @@ def _texture(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.nda
     return np.where(np.hypot((xx % period) - period / 2, (yy % period) - period / 2) < period / 4, 0.45, 1.0)
 
 
-def _random_colour(rng: np.random.Generator) -> np.ndarray:
+def random_colour(rng: np.random.Generator) -> np.ndarray:
     """A saturated RGB colour in [0, 1] of a uniformly random hue."""
     hue = rng.uniform(0, 6)
     x = 1 - abs(hue % 2 - 1)
@@ -75,25 +83,44 @@ def _background(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndar
         distance = abs((xx - x0) * np.sin(angle) - (yy - y0) * np.cos(angle))
         along = abs((xx - x0) * np.cos(angle) + (yy - y0) * np.sin(angle))
         stroke = (distance < rng.uniform(0.6, 1.6)) & (along < rng.uniform(size / 8, size / 2))
-        image[stroke] = _random_colour(rng) * rng.uniform(0.5, 1.0)
+        image[stroke] = random_colour(rng) * rng.uniform(0.5, 1.0)
     return image
 
 
-def render_image(seed: int, size: int, num_classes: int = len(SHAPE_NAMES)):
+@dataclass(frozen=True)
+class World:
+    """What a generator draws. `mask(name, u, v, r)` gives a shape's pixels in rotated coordinates;
+    `texture(rng, yy, xx)` a brightness modulation; `background(rng, size, yy, xx)` an [S, S, 3] image;
+    `radius` the object radius range (fraction of the image side); `objects` the range of objects per image."""
+
+    name: str
+    shapes: tuple[str, ...]
+    mask: Callable[..., np.ndarray]
+    texture: Callable[..., np.ndarray]
+    background: Callable[..., np.ndarray]
+    radius: tuple[float, float] = (0.14, 0.24)
+    objects: tuple[int, int] = (1, 3)
+
+
+SHAPES = World("shapes", SHAPE_NAMES, shape_mask, _texture, _background)
+
+
+def render_image(seed: int, size: int, world: World = SHAPES):
     """One image: (uint8 [size, size, 3], uint8 mask [size, size], labels [C], boxes [N, 4] x0y0x1y1)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
-    image = _background(rng, size, yy, xx)
+    image = world.background(rng, size, yy, xx)
     instance = np.zeros((size, size), dtype=np.int64)  # 0 = background, i = object i (later ones on top)
-    classes = rng.choice(num_classes, size=rng.integers(1, 4), replace=False)
+    num_classes = len(world.shapes)
+    classes = rng.choice(num_classes, size=rng.integers(world.objects[0], world.objects[1] + 1), replace=False)
     for i, c in enumerate(classes, start=1):
-        r = rng.uniform(0.14, 0.24) * size
+        r = rng.uniform(*world.radius) * size
         cy, cx = rng.uniform(r, size - r, 2)
         angle = rng.uniform(0, 2 * np.pi)
         u = (xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle)
         v = -(xx - cx) * np.sin(angle) + (yy - cy) * np.cos(angle)
-        inside = shape_mask(SHAPE_NAMES[c], u, v, r)
-        image[inside] = (_random_colour(rng)[None] * _texture(rng, yy, xx)[..., None])[inside]
+        inside = world.mask(world.shapes[c], u, v, r)
+        image[inside] = (random_colour(rng)[None] * world.texture(rng, yy, xx)[..., None])[inside]
         instance[inside] = i
     mask = np.zeros((size, size), dtype=np.uint8)
     labels = np.zeros(num_classes, dtype=np.uint8)

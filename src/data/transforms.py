@@ -15,18 +15,28 @@ def normalize_image(image: torch.Tensor) -> torch.Tensor:
 
 
 class TrainTransform:
-    """Random resized crop (scale jitter) and horizontal flip; mask-free, as training uses image labels only."""
+    """Random resized crop (scale jitter) and horizontal flip; mask-free, as training uses image labels only.
 
-    def __init__(self, size: int, scale: tuple[float, float] = (0.5, 1.0), hflip: bool = True):
+    `dihedral=True` adds a random quarter turn and vertical flip (the 8 symmetries of the square): only for
+    data whose labels do not depend on orientation (the synthetic shapes are drawn at any angle already).
+    """
+
+    def __init__(self, size: int, scale: tuple[float, float] = (0.5, 1.0), hflip: bool = True,
+                 dihedral: bool = False):
         self.size = int(size)
         self.scale = tuple(scale)
         self.hflip = hflip
+        self.dihedral = dihedral
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         top, left, h, w = RandomResizedCrop.get_params(image, self.scale, (3 / 4, 4 / 3))
         image = F.resized_crop(image, top, left, h, w, [self.size, self.size], antialias=True)
         if self.hflip and torch.rand(()) < 0.5:
             image = F.horizontal_flip(image)
+        if self.dihedral:
+            image = torch.rot90(image, int(torch.randint(4, ())), dims=(-2, -1))
+            if torch.rand(()) < 0.5:
+                image = F.vertical_flip(image)
         return normalize_image(image)
 
 

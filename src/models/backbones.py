@@ -15,6 +15,8 @@ import torch
 import torchvision
 from torch import nn
 
+from src.models.small_resnet import SmallResNet
+
 
 @dataclass(frozen=True)
 class BackboneSpec:
@@ -23,6 +25,7 @@ class BackboneSpec:
     build: Callable[..., nn.Module]  # (num_classes, weights, output_stride) -> nn.Module
     stages: tuple[str, ...]          # module names, shallow to deep
     cam_layers: tuple[str, ...]      # default target layers of CAM methods
+    output_strides: tuple[int, ...] = (16, 32)
 
 
 def _resnet(name: str) -> Callable[..., nn.Module]:
@@ -58,6 +61,13 @@ def _vgg16(num_classes: int, weights: str | None, output_stride: int) -> nn.Modu
     return VGGGap(trunk[:-1], num_classes)
 
 
+def _small_resnet18(num_classes: int, weights: str | None, output_stride: int) -> nn.Module:
+    if weights not in (None, "none", "null"):
+        raise ValueError(f"backbone.weights={weights!r}: resnet18_small has no published weights; use null, "
+                         "a pretrained name (see conf/pretrain.yaml) or a local .pt path")
+    return SmallResNet(num_classes, width=16, output_stride=output_stride)
+
+
 def _timm_resnest(num_classes: int, weights: str | None, output_stride: int) -> nn.Module:
     try:
         import timm
@@ -72,6 +82,9 @@ BACKBONES: dict[str, BackboneSpec] = {
        for name in ("resnet18", "resnet34", "resnet50", "resnet101")},
     "vgg16": BackboneSpec(_vgg16, ("features.8", "features.15", "features.22", "features.29"), ("features.29",)),
     "resnest101e": BackboneSpec(_timm_resnest, ("layer1", "layer2", "layer3", "layer4"), ("layer4",)),
+    # 16…128 channels, stride-2 stem: the CPU default of the synthetic world (64 px images)
+    "resnet18_small": BackboneSpec(_small_resnet18, ("layer1", "layer2", "layer3", "layer4"), ("layer4",),
+                                   output_strides=(8, 16)),
 }
 
 
@@ -84,9 +97,9 @@ def backbone_spec(name: str) -> BackboneSpec:
 def build_backbone(name: str, num_classes: int, weights: str | None = None, output_stride: int = 32) -> nn.Module:
     """A classifier network of the registry. `weights`: None, a torchvision weights name (e.g.
     "IMAGENET1K_V1", "DEFAULT") or a local checkpoint path (its head is ignored)."""
-    if output_stride not in (16, 32):
-        raise ValueError(f"backbone.output_stride={output_stride!r}; expected 16 or 32")
     spec = backbone_spec(name)
+    if output_stride not in spec.output_strides:
+        raise ValueError(f"backbone.output_stride={output_stride!r}; {name} supports {list(spec.output_strides)}")
     is_path = weights is not None and Path(str(weights)).suffix in (".pt", ".pth", ".ckpt", ".bin")
     net = spec.build(num_classes, None if is_path else weights, output_stride)
     if is_path:

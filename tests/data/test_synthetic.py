@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from src.data import SyntheticDataModule
-from src.data.synthetic_shapes import IGNORE_INDEX, SHAPE_NAMES, render_image
+from src.data.synthetic_shapes import IGNORE_INDEX, SHAPE_NAMES, render_image, shape_mask
 
 
 def test_rendering_is_deterministic_and_consistent():
@@ -51,3 +51,33 @@ def test_datamodule_splits_batches_and_cache(cache_dir):
                               num_test=16, proportion=10, seed=0)
     dm2.prepare_data()
     assert [f.stat().st_mtime for f in files] == mtimes  # the cache is reused, not re-rendered
+
+
+def _poses(name: str, radius: float = 16.0, size: int = 61) -> np.ndarray:
+    """Masks [P, size, size] of shape `name` under every rotation (15° steps) and every radius ratio the
+    renderer can draw against another object (radii 0.14–0.24 of the image: ratios 0.58–1.71)."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) - size // 2
+    masks = []
+    for ratio in np.geomspace(0.14 / 0.24, 0.24 / 0.14, 9):
+        for angle in np.deg2rad(np.arange(0, 360, 15)):
+            u = xx * np.cos(angle) + yy * np.sin(angle)
+            v = -xx * np.sin(angle) + yy * np.cos(angle)
+            masks.append(shape_mask(name, u, v, radius * ratio))
+    return np.stack(masks)
+
+
+def _best_overlap(reference: np.ndarray, poses: np.ndarray) -> float:
+    """The highest IoU of one mask [S, S] with any of the masks [P, S, S]."""
+    return float(((reference & poses).sum((1, 2)) / (reference | poses).sum((1, 2))).max())
+
+
+def test_no_class_is_a_rotated_or_scaled_copy_of_another():
+    """A diamond was a square turned by 45°: such a pair overlaps almost fully (the check finds the square
+    in its own 45° turn at another size, as it found the old diamond), while the classes stay well apart."""
+    poses = {name: _poses(name) for name in SHAPE_NAMES}
+    upright = {name: masks[4 * 24] for name, masks in poses.items()}  # ratio 1, angle 0
+    square_turned = np.flip(poses["square"][5 * 24 + 3], 0)  # ratio 1.14, angle 45°, mirrored
+    assert _best_overlap(square_turned, poses["square"]) > 0.97
+    for i, a in enumerate(SHAPE_NAMES):
+        for b in SHAPE_NAMES[i + 1:]:
+            assert _best_overlap(upright[a], poses[b]) < 0.9, (a, b)

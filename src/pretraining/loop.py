@@ -1,0 +1,92 @@
+"""The one-time pretraining: a classifier on the pretraining world, its backbone saved to the cache.
+
+Resumable: every `checkpoint_every` steps the full training state (weights, optimiser, schedule, step) is
+written atomically to `.<key>.partial/last.ckpt`; a rerun of the same config continues from there.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import RichProgressBar
+from torchmetrics.classification import MultilabelAveragePrecision
+
+from src.models import Classifier
+from src.pretraining.cache import WEIGHTS_FILE, pretrained_dir, pretrained_key, pretraining_lock
+
+
+class AtomicCheckpoint(pl.Callback):
+    """Saves the training state to `path` every `every` steps, through a temporary file and a rename."""
+
+    def __init__(self, path: Path, every: int):
+        self.path, self.every = Path(path), max(int(every), 1)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
+        if trainer.global_step % self.every == 0:
+            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+            trainer.save_checkpoint(tmp)
+            tmp.replace(self.path)
+
+
+def pretext_map(net: torch.nn.Module, loader, device: torch.device) -> float:
+    """Macro mAP (percent) of `net` on the pretraining world's validation split."""
+    metric = MultilabelAveragePrecision(num_labels=net.fc.out_features, average="macro").to(device)
+    net.eval()
+    with torch.no_grad():
+        for batch in loader:
+            metric.update(net(batch["image"].to(device)), batch["labels"].long().to(device))
+    return float(metric.compute()) * 100
+
+
+def _plain(value):
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def pretrain(cfg: DictConfig, callbacks: list | None = None) -> Path:
+    """Pretrain the backbone of `cfg` (conf/pretrain.yaml) unless its cache entry exists; returns the
+    entry's directory. `callbacks` are extra Lightning callbacks (tests interrupt a run with one)."""
+    final = pretrained_dir(cfg)
+    with pretraining_lock(cfg):
+        if (final / WEIGHTS_FILE).is_file():
+            return final
+        started, cpu_started = time.perf_counter(), time.process_time()
+        work = final.with_name(f".{final.name}.partial")
+        work.mkdir(parents=True, exist_ok=True)
+        resume = work / "last.ckpt"
+        resumed_from = int(torch.load(resume, map_location="cpu", weights_only=False)["global_step"]) \
+            if resume.is_file() else 0
+        pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+        datamodule = hydra.utils.instantiate(cfg.data)
+        model = Classifier(cfg.backbone.name, len(datamodule.class_names), None, cfg.backbone.output_stride,
+                           **cfg.train)
+        extra = [RichProgressBar()] if cfg.progress_bar else []
+        trainer = hydra.utils.instantiate(cfg.trainer, enable_progress_bar=bool(cfg.progress_bar),
+                                          callbacks=[AtomicCheckpoint(resume, cfg.checkpoint_every), *extra,
+                                                     *(callbacks or [])])
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume if resume.is_file() else None)
+        if trainer.global_step < int(cfg.trainer.max_steps):  # stopped early: never cache half-trained weights
+            raise RuntimeError(f"pretraining {final.name} stopped at step {trainer.global_step} of "
+                               f"{cfg.trainer.max_steps}; rerun to resume from {resume}")
+        score = pretext_map(model.net, datamodule.test_dataloader(), model.device)
+        meta = {"key": pretrained_key(cfg), "backbone": cfg.backbone.name, "classes": list(datamodule.class_names),
+                "pretext_val_mAP": round(score, 2), "steps": int(trainer.global_step), "resumed_from": resumed_from,
+                "wall_s": round(time.perf_counter() - started, 1),
+                "cpu_s": round(time.process_time() - cpu_started, 1),
+                "config": {key: _plain(cfg[key]) for key in cfg if key != "paths"}}  # output_dir needs Hydra
+        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        torch.save({k: v.cpu() for k, v in model.net.state_dict().items()}, tmp / WEIGHTS_FILE)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+        tmp.replace(final)
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"[pretrained] {meta['key']}: pretext mAP {meta['pretext_val_mAP']:.1f} after {meta['steps']} steps "
+          f"({meta['wall_s']:.0f} s wall, {meta['cpu_s']:.0f} s CPU) -> {final}")
+    return final
