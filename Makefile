@@ -22,6 +22,9 @@ install:  ## install the package with its test oracles and the SLURM launcher
 run:  ## the default job: synthetic data, ResNet-18, 100 %, default CAM method
 	$(PYTHON) -m src.run
 
+pretrain:  ## one-time pretraining on the disjoint synthetic world (conf/pretrain.yaml) -> outputs/cache/pretrained/
+	$(PYTHON) -m src.pretrain
+
 test:  ## the whole test suite (CPU, a few minutes on 2 cores)
 	WANDB_MODE=disabled $(PYTHON) -m pytest -q
 

@@ -18,7 +18,7 @@ def test_one_job_writes_the_results_contract(tiny_overrides, tmp_path):
     on_disk = read_results(job)
     assert set(REQUIRED_KEYS) <= set(on_disk)
     assert on_disk["metrics"] == pytest.approx(results["metrics"])
-    assert (on_disk["dataset"], on_disk["backbone"], on_disk["cam"]) == ("synthetic", "resnet18", "broadcam")
+    assert (on_disk["dataset"], on_disk["backbone"], on_disk["cam"]) == ("synthetic", "resnet18_small", "broadcam")
     assert on_disk["proportion"] == 50.0 and on_disk["seed"] == 1 and on_disk["n_train"] == 60
     for key in ("seed_mIoU", "cls_mAP", "PxAP", "MaxBoxAccV2"):
         assert 0.0 <= on_disk["metrics"][key] <= 100.0, key
