@@ -6,7 +6,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from src.pretraining import pretrain
+from src.jobs.pretraining import pretrain
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="pretrain")

@@ -32,6 +32,8 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning import LightningDataModule, LightningModule, Trainer
 from torch import nn
 
+from src.jobs.pretrained_cache import is_pretrained_name, pretrain_config, pretrained_key
+
 # Keys of the data config that change how a job evaluates or loads, not which classifier it trains.
 _DATA_KEYS_NOT_IN_KEY = {"eval_split", "eval_batch_size", "num_workers", "pin_memory", "num_val", "num_test",
                          "on_corrupt"}
@@ -40,10 +42,12 @@ _TRAINER_KEYS_IN_KEY = {"max_steps", "max_epochs", "precision", "accumulate_grad
 
 
 def classifier_key_fields(cfg: DictConfig) -> dict:
-    """What determines a trained classifier: dataset (and its root), backbone and weights, proportion,
-    seed and training config."""
+    """What determines a trained classifier: dataset (and its root), backbone and weights (for pretrained
+    weights, the key of their pretraining config, not only their name), proportion, seed and training config."""
     data = OmegaConf.to_container(cfg.data, resolve=True)
+    pretrained = {"pretrained": pretrained_key(pretrain_config())} if is_pretrained_name(cfg.backbone.weights) else {}
     return {
+        **pretrained,
         "data": {k: v for k, v in data.items() if k not in _DATA_KEYS_NOT_IN_KEY},
         "backbone": OmegaConf.to_container(cfg.backbone, resolve=True),
         "proportion": float(cfg.proportion),

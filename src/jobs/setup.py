@@ -17,6 +17,7 @@ from src.cams import CAM_METHODS, CamSpec
 from src.data import ProportionDataModule, check_proportion
 from src.evaluation import CamEvaluation, SeedExport
 from src.jobs.config_checks import ConfigError
+from src.jobs.pretraining import resolve_weights
 from src.models import Classifier, backbone_spec, check_layers
 from src.reporting.wandb_logging import wandb_run_settings
 
@@ -52,8 +53,8 @@ def prepare_job(cfg: DictConfig) -> JobInputs:
         if cfg.cam.name not in CAM_METHODS:
             raise KeyError(f"cam.name={cfg.cam.name!r} is unknown; expected one of {sorted(CAM_METHODS)}")
         datamodule = instantiate_datamodule(cfg.data)
-        model = Classifier(cfg.backbone.name, datamodule.num_classes, cfg.backbone.weights,
-                           cfg.backbone.output_stride, **cfg.train)
+        weights, _ = resolve_weights(cfg.backbone.weights, cfg.backbone.name, cfg.paths.cache_dir)
+        model = Classifier(cfg.backbone.name, datamodule.num_classes, weights, cfg.backbone.output_stride, **cfg.train)
         if cfg.cam.get("stages") is not None:  # a method fitted on stage features (BroadCAM) maps those stages
             check_layers(model.net, cfg.cam.stages, "cam.stages")
         layers = check_layers(model.net, cam_target_layers(cfg.cam, cfg.backbone.name), "cam.target_layers")

@@ -1,4 +1,5 @@
-"""The one-time pretraining: a classifier on the pretraining world, its backbone saved to the cache.
+"""The one-time pretraining: a classifier on the pretraining world, its backbone saved to the cache; and
+`backbone.weights=<pretrained name>` resolved to that file (pretraining first on a miss).
 
 Resumable: every `checkpoint_every` steps the full training state (weights, optimiser, schedule, step) is
 written atomically to `.<key>.partial/last.ckpt`; a rerun of the same config continues from there.
@@ -18,8 +19,10 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import RichProgressBar
 from torchmetrics.classification import MultilabelAveragePrecision
 
+from src.data.atomic import atomic_path
+from src.jobs.pretrained_cache import (WEIGHTS_FILE, is_pretrained_name, pretrain_config, pretrained_dir,
+                                      pretrained_key, pretraining_lock)
 from src.models import Classifier
-from src.pretraining.cache import WEIGHTS_FILE, pretrained_dir, pretrained_key, pretraining_lock
 
 
 class AtomicCheckpoint(pl.Callback):
@@ -30,9 +33,8 @@ class AtomicCheckpoint(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
         if trainer.global_step % self.every == 0:
-            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-            trainer.save_checkpoint(tmp)
-            tmp.replace(self.path)
+            with atomic_path(self.path) as tmp:
+                trainer.save_checkpoint(tmp)
 
 
 def pretext_map(net: torch.nn.Module, loader, device: torch.device) -> float:
@@ -90,3 +92,25 @@ def pretrain(cfg: DictConfig, callbacks: list | None = None) -> Path:
     print(f"[pretrained] {meta['key']}: pretext mAP {meta['pretext_val_mAP']:.1f} after {meta['steps']} steps "
           f"({meta['wall_s']:.0f} s wall, {meta['cpu_s']:.0f} s CPU) -> {final}")
     return final
+
+
+def resolve_weights(weights, backbone_name: str, cache_dir: str | Path) -> tuple[str | None, str | None]:
+    """`backbone.weights` as `build_backbone` takes it, and the pretrained key (None for other weights).
+
+    A pretrained name resolves to `<cache_dir>/pretrained/<name>-<hash>/backbone.pt`. On a miss it pretrains
+    now, as a torchvision name downloads on first use: the job cannot run without them, a sweep's jobs share
+    the one pretraining (file lock), and the bar shows its progress. The pretraining must target the job's
+    backbone."""
+    if not is_pretrained_name(weights):
+        return weights, None
+    cfg = pretrain_config()
+    cfg.paths.cache_dir = str(cache_dir)
+    if cfg.backbone.name != backbone_name:
+        raise ValueError(f"backbone.weights={weights!r} holds {cfg.backbone.name} weights (conf/pretrain.yaml), "
+                         f"but backbone.name={backbone_name!r}; expected backbone={cfg.backbone.name}")
+    entry = pretrained_dir(cfg)
+    if not (entry / WEIGHTS_FILE).is_file():
+        print(f"[pretrained] {weights!r} is not in {entry.parent}: pretraining it once now "
+              f"(the same as `python -m src.pretrain`; ~{int(cfg.trainer.max_steps)} steps)")
+        pretrain(cfg)
+    return str(entry / WEIGHTS_FILE), pretrained_key(cfg)

@@ -8,8 +8,13 @@ import pytorch_lightning as pl
 import torch
 
 from src.models import build_backbone
-from src.pretraining import pretrain, pretrain_config, pretrained_dir, pretrained_key, resolve_weights
-from src.pretraining import weights as weights_module
+from tests.helpers import compose_config
+from src.jobs import cache as cache_module
+from src.jobs import pretraining as pretraining_module
+from src.jobs.cache import classifier_key_fields
+from src.jobs.pretrained_cache import pretrain_config, pretrained_dir, pretrained_key
+from src.jobs.pretraining import pretrain, resolve_weights
+from src.jobs.setup import prepare_job
 
 TINY = ["data.image_size=24", "data.num_train=24", "data.num_val=8", "data.batch_size=8", "data.eval_batch_size=8",
         "trainer.max_steps=3", "checkpoint_every=1", "progress_bar=false", "trainer.accelerator=cpu"]
@@ -58,7 +63,7 @@ def test_key_follows_the_pretraining_config_not_only_the_name(tiny_cfg):
 
 def test_weights_name_loads_the_cached_weights(tiny_cfg, monkeypatch):
     entry = pretrain(tiny_cfg)
-    monkeypatch.setattr(weights_module, "pretrain_config", lambda: tiny_cfg.copy())
+    monkeypatch.setattr(pretraining_module, "pretrain_config", lambda: tiny_cfg.copy())
     path, key = resolve_weights("synthetic_pretrained", "resnet18_small", tiny_cfg.paths.cache_dir)
     assert key == entry.name and path == str(entry / "backbone.pt")
     saved = torch.load(path, weights_only=True)
@@ -71,3 +76,16 @@ def test_weights_name_loads_the_cached_weights(tiny_cfg, monkeypatch):
     assert resolve_weights(None, "resnet18_small", tiny_cfg.paths.cache_dir) == (None, None)
     with pytest.raises(ValueError, match="backbone.name='resnet18'"):
         resolve_weights("synthetic_pretrained", "resnet18", tiny_cfg.paths.cache_dir)
+
+
+def test_a_job_with_the_pretrained_name_starts_from_the_cached_weights(tiny_cfg, tiny_overrides, monkeypatch):
+    entry = pretrain(tiny_cfg)
+    monkeypatch.setattr(pretraining_module, "pretrain_config", lambda: tiny_cfg.copy())
+    monkeypatch.setattr(cache_module, "pretrain_config", lambda: tiny_cfg.copy())
+    overrides = tiny_overrides + ["backbone=resnet18_small", f"paths.cache_dir={tiny_cfg.paths.cache_dir}"]
+    cfg = compose_config(overrides + ["backbone.weights=synthetic_pretrained"])
+    job = prepare_job(cfg)
+    saved = torch.load(entry / "backbone.pt", weights_only=True)
+    assert torch.equal(job.model.net.layer4[1].conv2.weight, saved["layer4.1.conv2.weight"])
+    assert classifier_key_fields(cfg)["pretrained"] == entry.name  # the pretraining config keys the classifier
+    assert "pretrained" not in classifier_key_fields(compose_config(overrides))
