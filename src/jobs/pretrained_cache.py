@@ -1,4 +1,5 @@
-"""Pretrained backbone weights (src/jobs/pretraining.py) cached like a download: `<cache_dir>/pretrained/<name>-<config hash>/`.
+"""Pretrained backbone weights (made by src/jobs/pretraining.py) cached like a download:
+`<cache_dir>/pretrained/<name>-<config hash>/`.
 
 The directory holds `backbone.pt` (the network's state dict) and `meta.json` (the pretraining config and
 its pretext score); it appears complete or not at all (written under a temporary name, then renamed).
