@@ -12,7 +12,7 @@ from tests.helpers import compose_config
 def test_key_follows_what_determines_the_classifier():
     base = classifier_key(compose_config([]))
     assert classifier_key(compose_config([])) == base
-    for changed in ("proportion=5", "seed=1", "backbone=resnet50", "train.lr=0.01", "data.image_size=64",
+    for changed in ("proportion=5", "seed=1", "backbone=resnet50", "train.lr=0.01", "data.image_size=80",
                     "trainer.max_steps=7", "backbone.weights=IMAGENET1K_V1"):
         assert classifier_key(compose_config([changed])) != base, changed
     for same in ("cam=cam", "data.eval_split=test", "data.eval_batch_size=3", "logger=none", "eval.wsol_size=100"):
