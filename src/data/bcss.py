@@ -62,6 +62,7 @@ class BCSSDataModule(FileSplitDataModule):
     root_expected = "the BCSS-WSSS folder holding train/ (or training/), val/ (or valid/) and test/"
     dataset_class = BCSSDataset
     mask_dirs = ("mask",)
+    eval_size = None  # the native 224×224 patches, never resized
 
     def palette(self) -> list[int]:
         """`BCSS_COLOURS` for values 0–4 (4 = background), black after (768 ints)."""

@@ -29,6 +29,12 @@ class ProportionDataModule(pl.LightningDataModule):
     use 0..C-1); `ignore_index` (mask value excluded from scoring); `metrics` (names the pipeline computes);
     `mask_dirs` (folders beside the image folder that hold masks of the same stem, for user images) and
     `palette()` (the seed masks' colours). Its datasets give each image's original size: `original_hw(i)`.
+
+    The evaluation protocol's resolution (METHOD.md §6) is a dataset fact too, not `image_size`: `eval_size`
+    None makes CAMs of each image at its stored size (VOC: the original H×W, as IRN; BCSS: the native patches),
+    an int resizes every image to that square (OpenImages: wsolevaluation's 224); `eval_sizes_vary` says that
+    the stored sizes differ, so such a split is evaluated and exported one image per batch. Training and the
+    BLS features keep the training resolution (`build_dataset(..., features=True)`).
     """
 
     name: str = ""
@@ -38,6 +44,8 @@ class ProportionDataModule(pl.LightningDataModule):
     metrics: tuple[str, ...] = ("seed_mIoU",)
     train_split: str = "train"
     mask_dirs: tuple[str, ...] = ()
+    eval_size: int | None = None
+    eval_sizes_vary: bool = False
 
     def palette(self) -> list[int]:
         """The 768-int palette of seed-mask PNGs (VOC's unless the dataset has its own)."""
@@ -60,8 +68,15 @@ class ProportionDataModule(pl.LightningDataModule):
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def build_dataset(self, split: str, train: bool) -> Dataset:
-        """The dataset of `split`; `train=True` gives training transforms. It must expose
+    @property
+    def cam_batch_size(self) -> int:
+        """Images per batch of the CAM passes (evaluation, export): 1 where the protocol's sizes vary."""
+        return 1 if self.eval_sizes_vary else self.eval_batch_size
+
+    def build_dataset(self, split: str, train: bool, features: bool = False) -> Dataset:
+        """The dataset of `split`; `train=True` gives training transforms, `train=False` the evaluation
+        protocol's (`eval_size`), `features=True` evaluation transforms at the training resolution (BLS features
+        of the training subset). It must expose
         `labels` (np.ndarray [n, C] 0/1), `ids` (list of n str) and `original_hw(index)` ((H, W) of the image
         as stored, before any resize)."""
         raise NotImplementedError
@@ -72,7 +87,8 @@ class ProportionDataModule(pl.LightningDataModule):
         self.train_full = self.build_dataset(self.train_split, train=True)
         self.subset_indices = proportion_subset(self.train_full.labels, self.proportion, self.seed)
         self.train_set = Subset(self.train_full, self.subset_indices.tolist())
-        self.train_eval_set = Subset(self.build_dataset(self.train_split, train=False), self.subset_indices.tolist())
+        self.train_eval_set = Subset(self.build_dataset(self.train_split, train=False, features=True),
+                                     self.subset_indices.tolist())
         self.eval_set = self.build_dataset(self.eval_split, train=False)
 
     @property
@@ -118,5 +134,5 @@ class ProportionDataModule(pl.LightningDataModule):
         return self.loader(self.train_eval_set, self.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
-        """The whole evaluation split, in order."""
-        return self.loader(self.eval_set, self.eval_batch_size)
+        """The whole evaluation split, in order, at the protocol's resolution (`cam_batch_size` per batch)."""
+        return self.loader(self.eval_set, self.cam_batch_size)

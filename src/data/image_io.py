@@ -232,7 +232,8 @@ class ImageFileDataset(Dataset):
 
 class FileSplitDataModule(ProportionDataModule):
     """A dataset whose splits are files under `root`: each split is listed once (and cached), `on_corrupt`
-    applied, training transforms at `image_size` with `train_scale` jitter, evaluation resized to `image_size`.
+    applied, training transforms (and BLS features) at `image_size` with `train_scale` jitter, evaluation at the
+    protocol's `eval_size` (None: each image as stored).
 
     Subclasses set `name`, `splits` (the standard split names), `published_sizes`, `root_expected`,
     `dataset_class`, and implement `list_split(split, policy) -> SplitFiles`.
@@ -272,9 +273,12 @@ class FileSplitDataModule(ProportionDataModule):
         """Files dropped by on_corrupt=skip over the splits listed so far."""
         return sum(len(files.skipped) for files in self._files.values())
 
-    def build_dataset(self, split: str, train: bool) -> ImageFileDataset:
+    def build_dataset(self, split: str, train: bool, features: bool = False) -> ImageFileDataset:
         files = self.split_files(split)
-        if not train and split == self.eval_split and files.annotations is None:
+        if not train and not features and split == self.eval_split and files.annotations is None:
             raise DatasetError(f"{self.name} split {split!r} cannot be evaluated: {files.masks_absent}")
-        transform = TrainTransform(self.image_size, self.train_scale) if train else EvalTransform(self.image_size)
+        if train:
+            transform = TrainTransform(self.image_size, self.train_scale)
+        else:
+            transform = EvalTransform(self.image_size if features else self.eval_size)
         return self.dataset_class(files, transform)

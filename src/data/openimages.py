@@ -128,6 +128,7 @@ class OpenImagesDataModule(FileSplitDataModule):
     root_expected = "a folder holding wsolevaluation's metadata/OpenImages/ and dataset/OpenImages/"
     dataset_class = OpenImagesDataset
     masks_match_image = False
+    eval_size = WSOL_SIZE  # wsolevaluation feeds every image at 224×224, whatever image_size trains at
 
     def __init__(self, root: str, metadata_root: str | None = None, image_root: str | None = None,
                  mask_root: str | None = None, num_classes: int = 100, class_names_file: str | None = None,

@@ -115,7 +115,8 @@ class SyntheticDataModule(ProportionDataModule):
         for split in {self.train_split, self.eval_split}:
             synthetic_split(self.root, split, self.counts[split], self.image_size, self.generator_seed, self.world)
 
-    def build_dataset(self, split: str, train: bool) -> SyntheticShapesDataset:
+    def build_dataset(self, split: str, train: bool, features: bool = False) -> SyntheticShapesDataset:
+        """The split's in-memory images: one fixed size, so BLS features and evaluation share it."""
         if split not in self._arrays:
             self._arrays[split] = synthetic_split(self.root, split, self.counts.get(split, 0), self.image_size,
                                                   self.generator_seed, self.world)

@@ -98,6 +98,8 @@ class VOCSegmentationDataModule(FileSplitDataModule):
                      "SegmentationClass/ (and SegmentationClassAug/)")
     dataset_class = VOCDataset
     mask_dirs = ("SegmentationClass", "SegmentationClassAug")
+    eval_size = None  # IRN / PuzzleCAM: CAMs of each image at its original H×W, masks untouched
+    eval_sizes_vary = True
 
     def __init__(self, root: str, image_size: int = 448, train_scale: tuple[float, float] = (0.5, 1.0),
                  on_corrupt: str = "error", cache_dir: str | None = None, train_split: str = "train_aug",

@@ -3,18 +3,19 @@ run by the job after its evaluation when `export.seeds=true` (`SeedExport`, buil
 
 For every image of the split, under `out_dir`:
 - `npy/<stem>.npy`: `np.save` of a dict (load with `np.load(path, allow_pickle=True).item()`), IRN's layout:
-  `keys` int64 [K] the image's classes (0-based foreground indices, ascending), `high_res` float16 [K, H, W]
-  the raw class maps at the image's original size H×W, each divided by its max, and `cam` float16
-  [K, ⌈H/4⌉, ⌈W/4⌉] the same at IRN's stride-4 size;
+  `keys` int64 [K] the image's classes (0-based foreground indices, ascending), `high_res` float32 [K, H, W]
+  the raw class maps at the image's original size H×W, each divided by its max (+1e-5, as IRN), and `cam`
+  float32 [K, ⌈H/4⌉, ⌈W/4⌉] the same at IRN's stride-4 size;
 - `png/<stem>.png`: the seed mask at H×W in the dataset's palette, by the seed rule (`src.metrics.seed_rule`):
   with a background plane (VOC, synthetic, OpenImages) `argmax([threshold, high_res…])`, 0 = background,
   class c → c + 1; without one (BCSS) the argmax over the image's classes, class c → c.
 
 `<stem>` is the image id with `/` replaced by `__` and an image extension dropped (OpenImages ids are paths).
-Maps are made at the evaluation size (with the CAM config's scales and flip) and resized bilinearly to the
-original size (the dataset's `original_hw`); in-memory datasets (synthetic) are evaluated at their own size.
-Images are streamed one batch at a time and each file is written atomically, so a killed export resumes: an
-image whose two files both exist is skipped.
+Maps are made at the evaluation protocol's resolution (the datamodule's `eval_size`, with the CAM config's
+scales and flip): where it is the stored size (VOC's original H×W, BCSS patches, synthetic) `high_res` is
+exactly the float32 map the evaluation scored, never resized; OpenImages' 224×224 maps are resized bilinearly
+to the original size. Images are streamed one batch at a time (the datamodule's `cam_batch_size`) and each
+file is written atomically, so a killed export resumes: an image whose two files both exist is skipped.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from src.data import ProportionDataModule
 from src.data.atomic import atomic_path
 from src.evaluation.protocol import class_maps_at, gt_targets, seed_labels
 
-EXPORT_SPLITS = ("train", "val", "test", "all")
+EXPORT_SPLITS = ("train", "val", "test", "eval", "all")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 STRIDE = 4  # IRN's `cam` is at the backbone's stride-4 size
 
@@ -50,13 +51,14 @@ def seed_file_stem(image_id: str) -> str:
 
 
 def split_names(datamodule: ProportionDataModule, split: str) -> list[str]:
-    """`export.split` → the dataset's split names: `train` is its training split (VOC: train_aug), `all` the
-    training and evaluation splits."""
+    """`export.split` → the dataset's split names: `train` is its training split (VOC: train_aug), `eval` the
+    job's evaluation split (VOC: train, the 1,464 images the seed mIoU scores), `all` both."""
     if split not in EXPORT_SPLITS:
         raise ValueError(f"export.split={split!r} is unknown; expected one of {list(EXPORT_SPLITS)}")
     if split == "all":
         return list(dict.fromkeys([datamodule.train_split, datamodule.eval_split]))
-    return [datamodule.train_split if split == "train" else split]
+    named = {"train": datamodule.train_split, "eval": datamodule.eval_split}
+    return [named.get(split, split)]
 
 
 class WithOriginalSize(Dataset):
@@ -125,14 +127,14 @@ class SeedExport:
 def export_seeds(net: nn.Module, cam: CamSpec, datamodule: ProportionDataModule, split: str, out_dir: str | Path, *,
                  threshold: float | None = None, device: torch.device | str | None = None,
                  batch_size: int | None = None, progress: bool = True) -> ExportCounts:
-    """Write the seeds of every image of `split` (train | val | test | all) under `out_dir` (see the module
+    """Write the seeds of every image of `split` (train | val | test | eval | all) under `out_dir` (see the module
     docstring); returns and prints how many images were written and skipped (already exported).
 
     `cam` carries the CAM options (`scales`, `flip`, …) and extras such as `bls=`; `threshold` is the background
     score of the seed rule (the evaluation's best), required when the dataset seeds with a background plane.
     The plane, the mask value of an image without classes (`ignore_index`) and the palette are the
     datamodule's. Runs on `device` (default: the net's), one batch of `batch_size` (default the datamodule's
-    `eval_batch_size`) at a time; the net is moved back afterwards.
+    `cam_batch_size`) at a time; the net is moved back afterwards.
     """
     if datamodule.seed_background and (threshold is None or not 0.0 <= float(threshold) <= 1.0):
         raise ValueError(f"export.threshold={threshold!r}: {datamodule.name} seeds need a background threshold in "
@@ -153,7 +155,7 @@ def export_seeds(net: nn.Module, cam: CamSpec, datamodule: ProportionDataModule,
             todo = [i for i, image_id in enumerate(dataset.ids) if not _exported(out_dir, seed_file_stem(image_id))]
             counts.skipped += len(dataset) - len(todo)
             loader = datamodule.loader(Subset(WithOriginalSize(dataset), todo),  # the job's loader settings
-                                       batch_size or datamodule.eval_batch_size)
+                                       batch_size or datamodule.cam_batch_size)
             with _progress_bar(progress) as bar:
                 task = bar.add_task(f"seeds of {datamodule.name} {name}", total=len(todo))
                 for batch in loader:
@@ -197,5 +199,5 @@ def _export_batch(engine, batch: dict, device: torch.device, out_dir: Path, rule
         mask = seed_mask(high_res, keys, rule.threshold, rule.empty_value)
         stem = seed_file_stem(image_id)
         write_seed_files(out_dir / "npy" / f"{stem}.npy", out_dir / "png" / f"{stem}.png",
-                         keys.cpu().numpy().astype(np.int64), strided.cpu().numpy().astype(np.float16),
-                         high_res.cpu().numpy().astype(np.float16), mask.cpu().numpy(), rule.palette)
+                         keys.cpu().numpy().astype(np.int64), strided.cpu().numpy().astype(np.float32),
+                         high_res.cpu().numpy().astype(np.float32), mask.cpu().numpy(), rule.palette)

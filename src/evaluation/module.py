@@ -3,7 +3,9 @@ from `conf/eval/` (`hydra.utils.instantiate`), with the net, the CAM and the dat
 
 For each image, the CAMs of its ground-truth classes are made by the configured method and fed to the
 dataset's metrics following the protocols of METHOD.md §6 (the functions of `protocol.py`):
-- seeds (`seed_mIoU`): each GT-class map (ReLU'd, upsampled, raw) divided by its max; other classes 0;
+- seeds (`seed_mIoU`): each GT-class map (ReLU'd, upsampled, raw) divided by its max; other classes 0; the
+  maps are at the size of the batch's images, which the dataset's protocol sets (VOC: each original H×W);
+  without a background plane (BCSS) an image without any class is counted and not scored;
 - localisation (`PxAP`, `MaxBoxAccV2`), wsolevaluation's rule: the GT-class seed maps at the feature
   resolution (the CAM before its upsampling, `maps_at`), their max, resized bicubically to `wsol_size` and
   min-max normalised per image (`wsol_scoremaps`); boxes resized with its `resize_bbox` rule; mask
@@ -49,6 +51,7 @@ class CamEvaluation(pl.LightningModule):
         self.wsol_size, self.figure_images = int(wsol_size), int(figure_images)
         self.cls_map = MultilabelAveragePrecision(num_labels=num_classes, average="macro")
         self.n_scored = SumMetric()  # images actually scored (limit_test_batches, DDP ranks summed)
+        self.n_without_class = SumMetric()  # no-plane seeds (BCSS): images whose mask holds no class, not scored
         metrics = {}
         if "seed_mIoU" in metric_names:
             metrics["seed"] = SeedMIoU(num_classes + int(seed_background), background=seed_background,
@@ -89,7 +92,12 @@ class CamEvaluation(pl.LightningModule):
         cams = seed_maps(maps.detach(), targets, valid, self.num_classes)
         masks = batch["mask"]
         if "seed" in self.metrics:
-            self.metrics["seed"].update(cams, labels, masks)
+            # Without a background plane a pixel can only take one of its image's classes: an image without any
+            # (a BCSS patch of background only) has no seed to score, so it is counted and left out.
+            scored = labels.sum(1) > 0 if not self.seed_background else labels.new_ones(len(labels), dtype=torch.bool)
+            self.n_without_class.update(int((~scored).sum()))
+            if bool(scored.any()):
+                self.metrics["seed"].update(cams[scored], labels[scored], masks[scored])
         if wsol:
             scoremaps = wsol_scoremaps(seed_maps(feature_maps[0].detach(), targets, valid, self.num_classes),
                                        self.wsol_size)
@@ -120,7 +128,8 @@ class CamEvaluation(pl.LightningModule):
             seed = self.metrics["seed"].compute()
             out["metrics"].update(seed_mIoU=seed["mIoU"], seed_threshold=seed["threshold"])
             per_class = [None if math.isnan(iou) else iou for iou in seed["per_class_IoU"]]  # strict JSON
-            out["details"].update(per_class_IoU=per_class, seed_curve=seed["curve"])
+            out["details"].update(per_class_IoU=per_class, seed_curve=seed["curve"],
+                                  seed_images_without_class=int(self.n_without_class.compute()))
         if "pxap" in self.metrics:
             out["metrics"]["PxAP"] = float(self.metrics["pxap"].compute())
         if "boxacc" in self.metrics:

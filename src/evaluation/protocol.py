@@ -43,10 +43,13 @@ def seed_maps(maps: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, nu
 
 
 def class_maps_at(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Raw maps [K, h, w] (≥ 0) → [K, *size]: resized bilinearly, then each divided by its max (IRN's order)."""
+    """Raw maps [K, h, w] (≥ 0) → [K, *size]: resized bilinearly (not at all when already that size, so the
+    values are exactly `seed_maps`'), then each divided by its max (IRN's order)."""
     if maps.shape[0] == 0:
         return maps.new_zeros(0, *size)
-    return peak_normalise(F.interpolate(maps[None], size=size, mode="bilinear", align_corners=False)[0])
+    if tuple(maps.shape[-2:]) != tuple(size):
+        maps = F.interpolate(maps[None], size=size, mode="bilinear", align_corners=False)[0]
+    return peak_normalise(maps)
 
 
 def wsol_scoremaps(cams: torch.Tensor, size: int) -> torch.Tensor:

@@ -87,32 +87,39 @@ VOC_SPLITS["train_aug"] = VOC_SPLITS["train"] + ["2008_000003", "2008_000007", "
                                                  "2009_000004", "2009_000005", "2009_000006", "2009_000007"]
 
 
-def voc_xml(image_id: str, classes: list[int], boxes) -> str:
+def voc_xml(image_id: str, classes: list[int], boxes, height: int = HEIGHT, width: int = WIDTH) -> str:
     objects = "".join(
         f"<object><name>{VOC_NAMES[c]}</name><difficult>0</difficult><bndbox><xmin>{x0 + 1}</xmin>"
         f"<ymin>{y0 + 1}</ymin><xmax>{x1 + 1}</xmax><ymax>{y1 + 1}</ymax></bndbox></object>"
         for c, (x0, y0, x1, y1) in zip(classes, boxes))
-    return (f"<annotation><filename>{image_id}.jpg</filename><size><width>{WIDTH}</width><height>{HEIGHT}</height>"
+    return (f"<annotation><filename>{image_id}.jpg</filename><size><width>{width}</width><height>{height}</height>"
             f"<depth>3</depth></size>{objects}</annotation>")
 
 
-def make_voc(base: Path, train_aug_name: str = "train_aug.txt", deeplab_lines: bool = False) -> Layout:
+# Non-square images of several sizes (H, W), given in turn to the images of `make_voc(..., varied_sizes=True)`.
+VOC_VARIED_SIZES = ((32, 40), (44, 30), (36, 52), (30, 30), (40, 34))
+
+
+def make_voc(base: Path, train_aug_name: str = "train_aug.txt", deeplab_lines: bool = False,
+             varied_sizes: bool = False) -> Layout:
     """VOCdevkit/VOC2012 with JPEGs, palette masks (SegmentationClass for VOC train/val ids,
-    SegmentationClassAug for all train_aug ids), XML annotations and the split lists."""
+    SegmentationClassAug for all train_aug ids), XML annotations and the split lists. Images are HEIGHT×WIDTH,
+    or with `varied_sizes` of the sizes of VOC_VARIED_SIZES in turn (as real VOC images differ)."""
     root = base / "VOCdevkit" / "VOC2012"
     palette = voc_palette()
     layout = Layout(root, {k: list(v) for k, v in VOC_SPLITS.items()}, {})
     voc_ids = set(VOC_SPLITS["train"]) | set(VOC_SPLITS["val"])
     for n, (image_id, classes) in enumerate(VOC_IMAGES.items()):
-        write_jpeg(root / "JPEGImages" / f"{image_id}.jpg", seed=n)
-        mask, boxes = class_mask(classes, lambda c: c + 1, background=0, ignore=255)
+        height, width = VOC_VARIED_SIZES[n % len(VOC_VARIED_SIZES)] if varied_sizes else (HEIGHT, WIDTH)
+        write_jpeg(root / "JPEGImages" / f"{image_id}.jpg", seed=n, height=height, width=width)
+        mask, boxes = class_mask(classes, lambda c: c + 1, background=0, height=height, width=width, ignore=255)
         layout.labels[image_id] = set(classes)
         layout.masks[image_id] = mask
         write_palette_png(root / "SegmentationClassAug" / f"{image_id}.png", mask, palette)
         if image_id in voc_ids:
             write_palette_png(root / "SegmentationClass" / f"{image_id}.png", mask, palette)
         (root / "Annotations").mkdir(parents=True, exist_ok=True)
-        (root / "Annotations" / f"{image_id}.xml").write_text(voc_xml(image_id, classes, boxes))
+        (root / "Annotations" / f"{image_id}.xml").write_text(voc_xml(image_id, classes, boxes, height, width))
     lists = root / "ImageSets" / "Segmentation"
     lists.mkdir(parents=True, exist_ok=True)
     for split, ids in VOC_SPLITS.items():

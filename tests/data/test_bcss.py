@@ -76,11 +76,15 @@ def test_samples_keep_mask_values_and_background(bcss):
     assert set(train) == {"image", "labels", "index", "id"} and train["image"].shape == (3, BCSS_SIZE, BCSS_SIZE)
 
 
-def test_default_size_is_224(bcss):
-    dm = BCSSDataModule(str(bcss.root))
+@pytest.mark.parametrize("image_size", [224, 48])
+def test_evaluation_uses_the_native_patches_whatever_the_training_size(bcss, image_size):
+    dm = BCSSDataModule(str(bcss.root), image_size=image_size)
     dm.setup()
-    assert dm.eval_split == "test"
-    assert dm.eval_set[0]["image"].shape == (3, 224, 224) and dm.eval_set[0]["mask"].shape == (224, 224)
+    assert dm.eval_split == "test" and dm.eval_size is None
+    for index, stem in enumerate(bcss.splits["test"]):  # never resized: the stored patch and its mask
+        assert dm.eval_set[index]["image"].shape == (3, BCSS_SIZE, BCSS_SIZE)
+        np.testing.assert_array_equal(dm.eval_set[index]["mask"].numpy(), bcss.masks[stem])
+    assert dm.train_eval_set[0]["image"].shape == (3, image_size, image_size)  # BLS features: training size
 
 
 def test_proportion_subsets_nested_and_cover_every_class(bcss):

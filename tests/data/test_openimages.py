@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 
+import cv2
 import hydra
 import numpy as np
 import pytest
@@ -117,16 +118,17 @@ def test_eval_masks_boxes_and_shapes(oi):
     dm.setup()
     assert dm.eval_split == "test" and len(dm.eval_set) == 4
     for index, image in enumerate(oi.splits["test"]):
-        sample = dm.eval_set[index]
-        assert sample["id"] == image and sample["image"].shape == (3, OI_SIZE, OI_SIZE)
-        assert sample["mask"].dtype == torch.long and sample["mask"].shape == (OI_SIZE, OI_SIZE)
-        np.testing.assert_array_equal(sample["mask"].numpy(), oi.masks[image])
+        sample = dm.eval_set[index]  # wsolevaluation's 224×224, whatever the training size (here 48)
+        assert sample["id"] == image and sample["image"].shape == (3, 224, 224)
+        assert sample["mask"].dtype == torch.long and sample["mask"].shape == (224, 224)
+        expected = cv2.resize(oi.masks[image], (224, 224), interpolation=cv2.INTER_NEAREST)  # nearest per pixel
+        np.testing.assert_array_equal(sample["mask"].numpy(), expected)
         count = OI_IMAGES["test"][index][2]
         assert sample["boxes"].shape == (count, 4)
         for x0, y0, x1, y1 in sample["boxes"].int().tolist():
             assert (sample["mask"][y0: y1 + 1, x0: x1 + 1] == 1).any()
-    features = dm.train_eval_set[0]  # the training split has no masks: features only
-    assert set(features) == {"image", "labels", "index", "id"}
+    features = dm.train_eval_set[0]  # the training split has no masks: features only, at the training size
+    assert set(features) == {"image", "labels", "index", "id"} and features["image"].shape == (3, OI_SIZE, OI_SIZE)
 
 
 def test_masks_are_read_at_the_evaluation_size(oi):

@@ -45,13 +45,6 @@ def expected_labels(ids) -> np.ndarray:
     return labels
 
 
-def nearest(mask: np.ndarray, size: int) -> np.ndarray:
-    """Nearest-neighbour resize by index arithmetic (source pixel floor(i · in / out))."""
-    rows = np.floor(np.arange(size) * mask.shape[0] / size).astype(int)
-    cols = np.floor(np.arange(size) * mask.shape[1] / size).astype(int)
-    return mask[rows][:, cols]
-
-
 def test_class_names_are_voc_and_protocol_attributes():
     assert VOC_CLASSES == VOC_NAMES
     assert (VOCSegmentationDataModule.seed_background, VOCSegmentationDataModule.ignore_index) == (True, 255)
@@ -78,29 +71,28 @@ def test_labels_from_xml_where_masks_are_absent(voc_copy, voc):
     files = dm.split_files("train_aug")
     np.testing.assert_array_equal(files.labels, expected_labels(voc.splits["train_aug"]))
     assert files.annotations is None and len(files.missing_masks) == len(files.ids)
-    features = dm.build_dataset("train_aug", train=False)  # BLS features of the training split need no mask
+    features = dm.build_dataset("train_aug", train=False, features=True)  # BLS features need no mask
     assert set(features[0]) == {"image", "labels", "index", "id"}
     dm.eval_split = "train_aug"
     with pytest.raises(DatasetError, match="cannot be evaluated: 13 of 13 masks not found under .*ClassAug"):
         dm.build_dataset("train_aug", train=False)
 
 
-def test_eval_samples_mask_boxes_and_shapes(voc):
+def test_eval_samples_are_at_the_original_size_and_features_at_the_training_size(voc):
     dm = datamodule(voc.root)
     dm.setup()
-    assert len(dm.eval_set) == 5
+    assert len(dm.eval_set) == 5 and dm.test_dataloader().batch_size == 1  # sizes vary in VOC: one per batch
     for index, image_id in enumerate(voc.splits["train"]):
         sample = dm.eval_set[index]
         assert sample["id"] == image_id and sample["index"] == index
-        assert sample["image"].shape == (3, SIZE, SIZE) and sample["image"].dtype == torch.float32
-        assert sample["mask"].dtype == torch.long and sample["mask"].shape == (SIZE, SIZE)
-        np.testing.assert_array_equal(sample["mask"].numpy(), nearest(voc.masks[image_id], SIZE))
+        assert sample["image"].shape == (3, HEIGHT, WIDTH) and sample["image"].dtype == torch.float32
+        assert sample["mask"].dtype == torch.long
+        np.testing.assert_array_equal(sample["mask"].numpy(), voc.masks[image_id])  # untouched, 255 band kept
         _, boxes = class_mask(VOC_IMAGES[image_id], lambda c: c + 1, background=0)
-        # wsolevaluation's resize_bbox: int(x · new / old) per coordinate
-        expected = [[int(x0 * SIZE / WIDTH), int(y0 * SIZE / HEIGHT), int(x1 * SIZE / WIDTH), int(y1 * SIZE / HEIGHT)]
-                    for x0, y0, x1, y1 in boxes]
-        np.testing.assert_array_equal(sample["boxes"].numpy(), np.array(expected, dtype=np.float32).reshape(-1, 4))
+        np.testing.assert_allclose(sample["boxes"].numpy(), np.array(boxes, dtype=np.float32))  # unresized
         np.testing.assert_array_equal(sample["labels"].numpy(), expected_labels([image_id])[0])
+    features = dm.train_eval_set[0]
+    assert features["image"].shape == (3, SIZE, SIZE)
 
 
 def test_training_samples_never_read_masks(voc, monkeypatch):

@@ -88,3 +88,20 @@ def test_engine_logits_are_those_of_the_whole_batch_across_chunks(net):
         engine.remove()
     with torch.no_grad():
         torch.testing.assert_close(engine.logits, net(images))
+
+
+def test_no_plane_seeds_count_and_skip_images_without_a_class(net):
+    """BCSS: a patch whose mask holds no tissue (all 4 = background, ignored) has no seed to score."""
+    data = batches(count=1)
+    data[0]["labels"][1] = 0  # one patch without any class: its mask is all background
+    data[0]["mask"] = data[0]["mask"].clamp(max=NUM_CLASSES - 1)
+    data[0]["mask"][1] = NUM_CLASSES  # = ignore_index below
+    evaluation = CamEvaluation(net, CamSpec("cam", ["layer4"], {}), NUM_CLASSES, seed_background=False,
+                               ignore_index=NUM_CLASSES, metric_names=["seed_mIoU"], seed_thresholds=[0.1],
+                               figure_images=0)
+    evaluation.on_test_start()
+    evaluation.test_step(data[0], 0)
+    evaluation.on_test_end()
+    results = evaluation.results()
+    assert results["details"]["seed_images_without_class"] == 1 and results["n_scored"] == 4
+    assert 0.0 <= results["metrics"]["seed_mIoU"] <= 100.0
