@@ -1,7 +1,8 @@
-"""Benchmarks, one subcommand each: `python scripts/bench.py {cams,bls,eval,sweep,job} [--quick] [--out FILE]`.
+"""Benchmarks, one subcommand each: `python scripts/bench.py <name> [--quick] [--out FILE]`, names below.
 
 cams   our CAM methods vs a bare forward, a full backward and the peers (pytorch-grad-cam, TorchCAM)
-bls    the closed-form BroadLearningSystem fit vs a port of the original procedure
+bls    the closed-form BroadLearningSystem fit vs a port of the original procedure; feature extraction vs a forward
+eval-checkpoint   the CAM evaluation's checkpoint writes vs the CAM pass
 eval   SeedMIoU's 60-threshold sweep vs one threshold; PxAP and MaxBoxAccV2 throughput
 sweep  the demo grid with classifier reuse vs `force_retrain=true` (CPU seconds, wall seconds)
 job    a whole job phase by phase (train, BLS extraction, CAM pass, evaluation) vs the bare network, VOC-shaped data
@@ -18,10 +19,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `src` and the oracles under tests/
 
-from benchmarks import bls, cams, evaluation, job, sweep  # noqa: E402
+from benchmarks import bls, cams, eval_checkpoint, evaluation, job, sweep  # noqa: E402
 from benchmarks.timing import machine, write_report  # noqa: E402
 
-BENCHMARKS = {"cams": cams, "bls": bls, "eval": evaluation, "sweep": sweep, "job": job}
+BENCHMARKS = {"cams": cams, "bls": bls, "eval": evaluation, "eval-checkpoint": eval_checkpoint, "sweep": sweep,
+              "job": job}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,10 +13,13 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 import src.jobs.resolvers  # noqa: F401  (registers ${safe_dirname:...} and ${named_or:...})
+from src.evaluation.checkpoint import remove_checkpoints
 from src.jobs.cache import train_or_load
 from src.jobs.config_checks import ConfigError, check_group_overrides
+from src.jobs.distributed import Ranks, job_ranks
+from src.jobs.setup import (JobInputs, build_evaluation, build_export, evaluation_loader, finish_loggers,
+                            fit_cam_method, prepare_job)
 from src.jobs.stages import STAGES, train_classifier_only
-from src.jobs.setup import build_evaluation, build_export, finish_loggers, fit_cam_method, prepare_job
 from src.jobs.sweeps import config_fingerprint, previous_results
 from src.jobs.timings import PhaseClock
 from src.reporting import save_cam_grid, write_json_atomic
@@ -51,49 +54,63 @@ def run_job(cfg: DictConfig) -> dict:
     try:
         trainer = hydra.utils.instantiate(cfg.trainer, logger=job.loggers, callbacks=job.callbacks)
         clock.lap("setup_s")
-        _, classifier = train_or_load(cfg, job.model, job.datamodule, trainer)
-        clock.lap("train_s")
-        device = next(job.model.net.parameters()).device
-        cam, bls_info = fit_cam_method(job, str(out) if trainer.is_global_zero else None, device,
-                                       step=trainer.global_step)
-        if bls_info:
-            clock.lap("bls")
-            clock.split("bls", {"bls_extract_s": bls_info["extract_s"]}, rest="bls_fit_s")
-        else:
-            clock.lap("setup_s")
-        evaluation = build_evaluation(cfg, job, cam)
-        trainer.test(evaluation, datamodule=job.datamodule, verbose=False)
-        scores = evaluation.results()
-        clock.lap("test")
-        clock.split("test", evaluation.timings, rest="eval_loader_s")
-        results = {
-            "dataset": job.dataset_name, "backbone": cfg.backbone.name, "cam": cfg.cam.name,
-            "proportion": job.proportion, "seed": int(cfg.seed), "n_train": len(job.datamodule.subset_indices),
-            "n_eval": scores["n_scored"], "metrics": scores["metrics"],
-            "details": {**scores["details"], "eval_split_size": len(job.datamodule.eval_set)},
-            "classifier": classifier, "bls": bls_info, "config_fingerprint": config_fingerprint(cfg),
-            "config": job.resolved_config,
-        }
-        export = build_export(cfg)
-        if export.seeds and trainer.is_global_zero:  # before results.json, so an interrupted export reruns
-            results["export"] = export(job.model.net, cam, job.datamodule, scores["metrics"].get("seed_threshold"),
-                                       device=trainer.strategy.root_device)
-            clock.lap("export_s")
-        class_names = list(job.datamodule.class_names)
-        save_cam_grid(evaluation.figure_samples, class_names, out / "cams.png", job.datamodule.ignore_index)
-        for logger in job.loggers:
-            logger.log_metrics({f"eval/{k}": v for k, v in scores["metrics"].items() if v is not None})
-        clock.lap("write_s")
-        results["timings"] = clock.summary()
-        log_job(job.loggers, results, evaluation.figure_samples, class_names, job.datamodule.ignore_index)
-        write_json_atomic(out / "results.json", results)  # last: its presence means the job is complete
-        clock.lap("write_s")  # the results' own write (a few ms) is after their timings were taken
+        with job_ranks(cfg, trainer) as ranks:  # DDP: this job's other ranks run alongside (src.jobs.distributed)
+            results = _run_stages(cfg, job, trainer, ranks, clock)
     finally:
         finish_loggers(job.loggers)
-    summary = " ".join(f"{k}={v:.2f}" for k, v in results["metrics"].items() if isinstance(v, float))
-    timings = " ".join(f"{k}={v:.2f}" for k, v in results["timings"].items())
-    print(f"[{cfg.cam.name} | {cfg.backbone.name} | {job.proportion:g}% | seed {cfg.seed}] {summary} "
-          f"n_eval={results['n_eval']} | {timings} -> {out}")
+    if ranks.is_zero:
+        summary = " ".join(f"{k}={v:.2f}" for k, v in results["metrics"].items() if isinstance(v, float))
+        timings = " ".join(f"{k}={v:.2f}" for k, v in results["timings"].items())
+        print(f"[{cfg.cam.name} | {cfg.backbone.name} | {job.proportion:g}% | seed {cfg.seed}] {summary} "
+              f"n_eval={results['n_eval']} | {timings} -> {out}")
+    return results
+
+
+def _run_stages(cfg: DictConfig, job: JobInputs, trainer: pl.Trainer, ranks: Ranks, clock: PhaseClock) -> dict:
+    """Train or load → fit the CAM method → CAM pass and scores → files and loggers (rank 0). Every stage runs on
+    the trainer's root device, on a cache hit too."""
+    out = Path(cfg.paths.output_dir)
+    _, classifier = train_or_load(cfg, job.model, job.datamodule, trainer, ranks)
+    device = trainer.strategy.root_device
+    job.model.net.to(device)  # after `fit` Lightning moved it back to the CPU; on a cache hit it never left
+    clock.lap("train_s")
+    cam, bls_info = fit_cam_method(job, str(out) if ranks.is_zero else None, device, step=trainer.global_step,
+                                   ranks=ranks)
+    if bls_info:
+        clock.lap("bls")
+        clock.split("bls", {"bls_extract_s": bls_info["extract_s"]}, rest="bls_fit_s")
+    else:
+        clock.lap("setup_s")
+    evaluation = build_evaluation(cfg, job, cam, ranks)
+    trainer.test(evaluation, dataloaders=evaluation_loader(job, evaluation, ranks), verbose=False)
+    scores = evaluation.results(device)  # every rank: the metric states of all ranks are summed
+    clock.lap("test")
+    clock.split("test", evaluation.timings, rest="eval_loader_s")
+    results = {
+        "dataset": job.dataset_name, "backbone": cfg.backbone.name, "cam": cfg.cam.name,
+        "proportion": job.proportion, "seed": int(cfg.seed), "n_train": len(job.datamodule.subset_indices),
+        "n_eval": scores["n_scored"], "metrics": scores["metrics"],
+        "details": {**scores["details"], "eval_split_size": len(job.datamodule.eval_set)},
+        "classifier": classifier, "bls": bls_info, "ranks": ranks.world_size,
+        "config_fingerprint": config_fingerprint(cfg), "config": job.resolved_config,
+    }
+    if not ranks.is_zero:
+        return results
+    export = build_export(cfg)
+    if export.seeds:  # before results.json, so an interrupted export reruns
+        results["export"] = export(job.model.net, cam, job.datamodule, scores["metrics"].get("seed_threshold"),
+                                   device=device)
+        clock.lap("export_s")
+    class_names = list(job.datamodule.class_names)
+    save_cam_grid(evaluation.figure_samples, class_names, out / "cams.png", job.datamodule.ignore_index)
+    for logger in job.loggers:
+        logger.log_metrics({f"eval/{k}": v for k, v in scores["metrics"].items() if v is not None})
+    clock.lap("write_s")
+    results["timings"] = clock.summary()
+    log_job(job.loggers, results, evaluation.figure_samples, class_names, job.datamodule.ignore_index)
+    write_json_atomic(out / "results.json", results)  # last: its presence means the job is complete
+    remove_checkpoints(out)  # every rank's: the job is complete, nothing to resume
+    clock.lap("write_s")  # the results' own write (a few ms) is after their timings were taken
     return results
 
 

@@ -35,3 +35,8 @@ def assert_timings_add_up(results: dict, tolerance: float = 0.02) -> None:
     assert set(TIMED_PHASES) <= set(timings), sorted(timings)
     assert all(seconds >= 0 for seconds in timings.values()), timings
     assert abs(sum(timings.values()) - total) <= tolerance * total, (sum(timings.values()), total, timings)
+
+
+def flat(pairs: list[list[float]]) -> list[float]:
+    """A curve of `[x, y]` pairs as one list (pytest.approx compares flat sequences only)."""
+    return [value for pair in pairs for value in pair]

@@ -5,9 +5,13 @@ every class positive) at n = 100 %, 10 % and 1 % of VOC train_aug, d = 3072 (lay
 Both fits run in this process (all of ours first, then the references); ours is the best of `--repeats`
 runs. The JSON records the load average, since a shared machine's other jobs inflate every timing.
 
-    python scripts/bench.py bls [--quick] [--repeats N] [--out outputs/bench/bls.json]
+Then (`--part features`, also in the default `all`): feature extraction images/s on the trainer's device vs a
+bare forward over the same loader (`benchmarks/bls_features.py`; issue 12 expects a ratio ≥ 0.9).
 
-`--quick` drops the n = 10,582 row (its reference fit takes about a minute).
+    python scripts/bench.py bls [--quick] [--repeats N] [--part all|fit|features] [--device cuda]
+                                [--out outputs/bench/bls.json]
+
+`--quick` drops the n = 10,582 row (its reference fit takes about a minute) and extracts from fewer images.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import os
 import numpy as np
 import torch
 
+from benchmarks import bls_features
 from benchmarks.timing import print_table, timed
 from src.bls import BroadLearningSystem
 from tests.bls.original_port import OriginalBLS
@@ -68,9 +73,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=float, default=50.0)
     parser.add_argument("--step", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--part", choices=["all", "fit", "features"], default="all")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="the trainer's device for the feature part")
+    parser.add_argument("--image-size", type=int, default=224, help="feature part: image side, pixels")
 
 
 def run(args: argparse.Namespace) -> dict:
+    payload = run_fit(args) if args.part in ("all", "fit") else {}
+    if args.part in ("all", "features"):
+        images = 64 if args.quick else 512
+        row = bls_features.measure(torch.device(args.device), images, args.image_size, 32, args.repeats)
+        print_table([row], [("device", "device", "s"), ("images", "images", "d"), ("image_size", "px", "d"),
+                            ("bare_images_per_s", "bare img/s", ".1f"),
+                            ("extract_images_per_s", "extract img/s", ".1f"), ("ratio", "ratio", ".3f")])
+        payload["features"] = row
+    return payload
+
+
+def run_fit(args: argparse.Namespace) -> dict:
     sizes = SIZES[1:] if args.quick else SIZES
     load_before = os.getloadavg()[0]
     problems = [synthetic_problem(*size) for size in sizes]

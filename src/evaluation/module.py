@@ -12,6 +12,9 @@ dataset's metrics following the protocols of METHOD.md §6 (the functions of `pr
   foreground = any object, ignore kept.
 The classifier's mAP on the same split comes from the CAM pass's own forward (the engine's `logits`: the
 unflipped scale-1.0 view, i.e. the plain forward), so each view of an image is forwarded exactly once.
+
+Under DDP each rank scores its own share of the split (`sharding.py`) and `results()` sums the metric states of
+all ranks; every `checkpoint_every` batches the states are saved (`checkpoint.py`) and a re-run resumes.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from torchmetrics.classification import MultilabelAveragePrecision
 
 from src.cams import CamSpec
 from src.data.transforms import resize_boxes
+from src.evaluation.checkpoint import EvalCheckpoint, restore_metric_states
 from src.evaluation.protocol import foreground_masks, gt_targets, seed_maps, threshold_range, wsol_scoremaps
 from src.metrics import MaxBoxAccV2, PxAP, SeedMIoU
 
@@ -37,13 +41,16 @@ class CamEvaluation(pl.LightningModule):
     `cam` says which method, layers and options (incl. a fitted `bls=`); `num_classes`, `seed_background`,
     `ignore_index` and `metric_names` are the dataset's protocol (its datamodule's attributes); the
     thresholds are lists or `{start, stop, step}` ranges. `figure_images` samples of the first batches are
-    kept in `figure_samples` for the overlay grid.
+    kept in `figure_samples` for the overlay grid. With `checkpoint_file`, the states are saved there every
+    `checkpoint_every` batches and restored from it (made with the same `checkpoint_tag`); `batches_done` says
+    how many batches the loader must skip.
     """
 
     def __init__(self, net: nn.Module, cam: CamSpec, num_classes: int, seed_background: bool, ignore_index: int,
                  metric_names: Sequence[str], seed_thresholds: Mapping | Sequence[float], wsol_size: int = 224,
                  box_thresholds: Mapping | Sequence[float] | None = None, iou_thresholds: Sequence[int] = (30, 50, 70),
-                 figure_images: int = 8):
+                 figure_images: int = 8, checkpoint_every: int = 0, checkpoint_file: str | None = None,
+                 checkpoint_tag: str = ""):
         super().__init__()
         self.net = net
         self.cam_spec = cam
@@ -65,10 +72,28 @@ class CamEvaluation(pl.LightningModule):
         self.figure_samples: list[dict] = []
         self.timings = {"cam_s": 0.0, "eval_s": 0.0}
         self.cam = None
+        self.checkpoint = EvalCheckpoint(checkpoint_file, checkpoint_tag, checkpoint_every) if checkpoint_file else None
+        self._resume = self.checkpoint.load() if self.checkpoint else None
+        self.batches_done = self._resume["batches_done"] if self._resume else 0
+        self._results: dict | None = None
 
     def on_test_start(self) -> None:
         self.net.eval()
         self.cam = self.cam_spec.create(self.net, normalize=False)
+        self._restore()
+
+    def _restore(self) -> None:
+        """Load the checkpoint's states (once), on the metrics' current device."""
+        if self._resume is not None:
+            restore_metric_states(self, self._resume["metrics"])
+            self.figure_samples = list(self._resume["figure_samples"])
+            print(f"[eval] resumed after {self.batches_done} batches from {self.checkpoint.path}")
+            self._resume = None
+
+    def on_test_batch_end(self, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.batches_done += 1
+        if self.checkpoint is not None and self.checkpoint.due(self.batches_done):
+            self.checkpoint.save(self.batches_done, self, self.figure_samples)
 
     def on_test_end(self) -> None:
         if self.cam is not None:
@@ -119,9 +144,17 @@ class CamEvaluation(pl.LightningModule):
             self.figure_samples.append({"image": images[i].cpu(), "labels": labels[i].cpu(),
                                         "mask": masks[i].cpu(), "cams": cams[i].cpu()})
 
-    def results(self) -> dict:
-        """Final metrics: percent values under the names of the results contract, plus details."""
+    def results(self, device: torch.device | str | None = None) -> dict:
+        """Final metrics: percent values under the names of the results contract, plus details. Under DDP every
+        rank calls it: the metric states of all ranks are summed (on `device`, the strategy's root device, which
+        the collective backend needs: NCCL works on GPU tensors; Lightning moved the module to the CPU after `test`)."""
+        if self._results is not None:
+            return self._results
         tick = time.perf_counter()
+        self._restore()  # a resumed evaluation with no batch left never ran `on_test_start`
+        if device is not None:
+            for metric in (self.cls_map, self.n_scored, self.metrics):
+                metric.to(device)
         out = {"metrics": {"cls_mAP": float(self.cls_map.compute()) * 100}, "details": {},
                "n_scored": int(self.n_scored.compute())}
         if "seed" in self.metrics:
@@ -135,4 +168,5 @@ class CamEvaluation(pl.LightningModule):
         if "boxacc" in self.metrics:
             out["metrics"].update({k: float(v) for k, v in self.metrics["boxacc"].compute().items()})
         self.timings["eval_s"] += time.perf_counter() - tick
+        self._results = out
         return out

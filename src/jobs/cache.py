@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning import LightningDataModule, LightningModule, Trainer
 from torch import nn
 
+from src.jobs.distributed import Ranks
 from src.jobs.pretrained_cache import is_pretrained_name, pretrain_config, pretrained_key
 
 # Keys of the data config that change how a job evaluates or loads, not which classifier it trains.
@@ -150,16 +151,41 @@ def must_train(cache: ClassifierCache, key: str, force_retrain: bool, launch: st
 
 
 def train_or_load(cfg: DictConfig, model: LightningModule, datamodule: LightningDataModule,
-                  trainer: Trainer) -> tuple[float, dict]:
+                  trainer: Trainer, ranks: Ranks = Ranks()) -> tuple[float, dict]:
     """Train `model` (`trainer.fit`), or load its `net` from the cache when a classifier of the same key exists
     (and `force_retrain` is off, or this sweep launch already retrained it). Returns (seconds spent, classifier
-    info for results.json: key, dir, cache_hit)."""
+    info for results.json: key, dir, cache_hit).
+
+    One process: the key's lock is held across the fit, so of two racing jobs one trains and the other loads.
+    DDP (`ranks.distributed`): no lock is held across the fit (the other ranks could not take it): rank 0 decides
+    hit or miss under the lock and tells the others; on a miss every rank trains, rank 0 saves, the others wait
+    on a barrier (their weights are DDP's, equal to rank 0's). Two racing DDP jobs of one key may then both
+    train; a sweep avoids that by training its classifiers first (`stage=classifiers`)."""
     cache = ClassifierCache(cfg.paths.cache_dir)
     key = classifier_key(cfg)
     tick = time.perf_counter()
-    with cache.lock(key):  # one of several racing jobs trains; the others then load
-        _, info = train_or_load_held(cfg, cache, key, model, datamodule, trainer)
-    return time.perf_counter() - tick, info  # waiting for a racing job's training counts as training time
+    if not ranks.distributed:
+        with cache.lock(key):  # one of several racing jobs trains; the others then load
+            _, info = train_or_load_held(cfg, cache, key, model, datamodule, trainer)
+        return time.perf_counter() - tick, info  # waiting for a racing job's training counts as training time
+    hit, launch = None, sweep_launch_id()  # the launch id comes from rank 0's Hydra config
+    if ranks.is_zero:
+        with cache.lock(key):
+            hit = not must_train(cache, key, cfg.get("force_retrain", False), launch)
+            if hit:
+                cache.load_into(key, model.net, datamodule.subset_ids)
+    hit = ranks.broadcast(hit)
+    if hit and not ranks.is_zero:
+        cache.load_into(key, model.net, datamodule.subset_ids)
+    elif not hit:
+        trainer.fit(model, datamodule=datamodule)
+        if ranks.is_zero:
+            cache.save(key, model.net, datamodule.subset_ids, {"key": key, "num_classes": datamodule.num_classes,
+                                                               "launch_id": launch, **classifier_key_fields(cfg)})
+    ranks.barrier()
+    if hit and ranks.is_zero:
+        print(f"[cache hit] classifier {key} loaded from {cache.path(key)}")
+    return time.perf_counter() - tick, {"key": key, "dir": str(cache.path(key)), "cache_hit": hit}
 
 
 def train_or_load_held(cfg: DictConfig, cache: ClassifierCache, key: str, model: LightningModule,

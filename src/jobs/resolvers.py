@@ -1,5 +1,5 @@
-"""OmegaConf resolvers the configs use (`${safe_dirname:…}`, `${named_or:…}`, `${job_dirname:…}`); registered on
-import by `src.run` and the tests."""
+"""OmegaConf resolvers the configs use (`${safe_dirname:…}`, `${named_or:…}`, `${job_dirname:…}`, `${not_cpu:…}`);
+registered on import by `src.run` and the tests."""
 from __future__ import annotations
 
 import hashlib
@@ -36,6 +36,12 @@ def job_dirname(override_dirname) -> str:
 MAX_SHOWN = 200  # + '_' + 8 hex digits stays under the usual 255-byte limit of a file name
 
 
-for _name, _resolver in {"safe_dirname": safe_dirname, "named_or": named_or, "job_dirname": job_dirname}.items():
+def not_cpu(accelerator) -> bool:
+    """False for `accelerator=cpu` (SyncBatchNorm, for one, works on GPU modules only), else True."""
+    return str(accelerator) != "cpu"
+
+
+_RESOLVERS = {"safe_dirname": safe_dirname, "named_or": named_or, "job_dirname": job_dirname, "not_cpu": not_cpu}
+for _name, _resolver in _RESOLVERS.items():
     if not OmegaConf.has_resolver(_name):
         OmegaConf.register_new_resolver(_name, _resolver)

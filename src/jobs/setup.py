@@ -12,12 +12,17 @@ import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger
+from pytorch_lightning.utilities import rank_zero_only
 
 from src.cams import CAM_METHODS, CamSpec
 from src.data import ProportionDataModule, check_proportion
 from src.evaluation import CamEvaluation, SeedExport
+from src.evaluation.checkpoint import checkpoint_file
+from src.evaluation.sharding import sharded_loader
 from src.jobs.config_checks import ConfigError
+from src.jobs.distributed import Ranks, to_cpu
 from src.jobs.pretraining import resolve_weights
+from src.jobs.sweeps import config_fingerprint
 from src.models import Classifier, backbone_spec, check_layers
 from src.reporting.wandb_logging import wandb_run_settings
 
@@ -62,7 +67,8 @@ def prepare_job(cfg: DictConfig) -> JobInputs:
         datamodule.setup("fit")
     except (KeyError, ValueError, FileNotFoundError, ImportError) as error:
         raise ConfigError(error.args[0] if error.args else repr(error)) from error
-    datamodule.save_subset_ids(f"{cfg.paths.output_dir}/subset_ids.txt")
+    if rank_zero_only.rank == 0:  # DDP: rank 0 writes the job's files (ranks > 0 know their rank from the env)
+        datamodule.save_subset_ids(f"{cfg.paths.output_dir}/subset_ids.txt")
     fitting = cfg.cam.get("fitting")
     return JobInputs(proportion, datamodule, model, CamSpec(cfg.cam.name, layers, dict(cfg.cam.get("options") or {})),
                      resolved_config=OmegaConf.to_container(cfg, resolve=True),
@@ -71,29 +77,47 @@ def prepare_job(cfg: DictConfig) -> JobInputs:
 
 
 def fit_cam_method(job: JobInputs, output_dir: str | None, device: torch.device | str,
-                   step: int = 0) -> tuple[CamSpec, dict | None]:
+                   step: int = 0, ranks: Ranks = Ranks()) -> tuple[CamSpec, dict | None]:
     """Run the CAM method's fitting step, if it has one, on the trained (or loaded) classifier: the same call
-    on a cache hit and after training. Returns the CAM to use (with `bls=` when a BLS was fitted, saved under
-    `output_dir` when given) and the fit's info for results.json (None without a fitting step)."""
+    on a cache hit and after training, on `device` (the trainer's root device). Returns the CAM to use (with
+    `bls=` when a BLS was fitted, saved under `output_dir` when given) and the fit's info for results.json (None
+    without a fitting step). Under DDP rank 0 fits once on the whole subset and broadcasts the BLS."""
     if job.fitting is None:
         return job.cam, None
-    bls, info = job.fitting(job.model.net, job.datamodule, device, output_dir)
+    fitted = None
+    if ranks.is_zero:
+        bls, info = job.fitting(job.model.net, job.datamodule, device, output_dir)
+        fitted = to_cpu((bls.to("cpu"), info)) if ranks.distributed else (bls, info)
+    bls, info = ranks.broadcast(fitted)
+    bls.to(device)
     info.pop("indices")  # which images were fitted on: the job's subset, saved as subset_ids.txt
     metrics = {f"bls/{key}": float(info[key]) for key in ("fit_s", "extract_s", "n", "d", "C")}
-    for logger in job.loggers:
+    for logger in job.loggers if ranks.is_zero else ():
         logger.log_metrics(metrics, step=step)
-    print(f"BLS fitted on n={info['n']} images, d={info['d']} ({'+'.join(info['stages'])}), C={info['C']} in "
-          f"{info['fit_s']:.2f} s (features {info['extract_s']:.2f} s)")
+    if ranks.is_zero:
+            print(f"BLS fitted on n={info['n']} images, d={info['d']} ({'+'.join(info['stages'])}), C={info['C']} in "
+              f"{info['fit_s']:.2f} s (features {info['extract_s']:.2f} s)")
     return CamSpec(job.cam.name, job.cam.target_layers, {**job.cam.options, "bls": bls}), info
 
 
-def build_evaluation(cfg: DictConfig, job: JobInputs, cam: CamSpec) -> CamEvaluation:
-    """The `eval` group's CamEvaluation of `cam` on the job's net, with the dataset's protocol."""
+def build_evaluation(cfg: DictConfig, job: JobInputs, cam: CamSpec, ranks: Ranks = Ranks()) -> CamEvaluation:
+    """The `eval` group's CamEvaluation of `cam` on the job's net, with the dataset's protocol; it checkpoints
+    into (and resumes from) this rank's file in the job dir (`eval.checkpoint_every`)."""
     datamodule = job.datamodule
     evaluation = hydra.utils.instantiate(cfg.eval, _partial_=True)  # objects go in after: Hydra would convert them
-    return evaluation(net=job.model.net, cam=cam, num_classes=datamodule.num_classes,
-                      seed_background=datamodule.seed_background, ignore_index=datamodule.ignore_index,
-                      metric_names=datamodule.metrics)
+    try:
+        return evaluation(net=job.model.net, cam=cam, num_classes=datamodule.num_classes,
+                          seed_background=datamodule.seed_background, ignore_index=datamodule.ignore_index,
+                          metric_names=datamodule.metrics,
+                          checkpoint_file=str(checkpoint_file(cfg.paths.output_dir, ranks.rank, ranks.world_size)),
+                          checkpoint_tag=config_fingerprint(cfg))
+    except ValueError as error:
+        raise ConfigError(error.args[0]) from error
+
+
+def evaluation_loader(job: JobInputs, evaluation: CamEvaluation, ranks: Ranks = Ranks()):
+    """This rank's share of the evaluation split, after the batches a resumed evaluation already scored."""
+    return sharded_loader(job.datamodule.test_dataloader(), ranks.world_size, ranks.rank, evaluation.batches_done)
 
 
 def build_export(cfg: DictConfig) -> SeedExport:
