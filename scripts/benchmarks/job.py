@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from benchmarks.timing import print_table, synchronize
+from src.data.palettes import voc_palette
 
 REPO = Path(__file__).resolve().parents[2]
 QUICK = "fraction 0.003, 224 px training, 2 steps"
@@ -56,17 +57,6 @@ def voc_size(rng: np.random.Generator) -> tuple[int, int]:
             return size
         pick -= share
     return int(rng.integers(112, 501)), int(rng.integers(112, 501))
-
-
-def voc_palette() -> list[int]:
-    palette = []
-    for index in range(256):
-        rgb = [0, 0, 0]
-        for bit in range(8):
-            for channel in range(3):
-                rgb[channel] |= ((index >> (3 * bit + channel)) & 1) << (7 - bit)
-        palette += rgb
-    return palette
 
 
 def write_image_and_mask(root: Path, image_id: str, rng: np.random.Generator, palette: list[int]) -> None:
