@@ -30,7 +30,8 @@ def test_submitit_local_sweep_then_resume_redoes_only_the_missing_job(cache_dir,
     launched = run_cli(args + ["hydra/launcher=local"])
     assert launched.returncode == 0, launched.stderr[-3000:]
     assert (sweep / ".submitit").is_dir()  # the jobs really went through submitit
-    found = sorted(sweep.glob("*/results.json"))
+    # job folders are named by their overrides (not by job number): order them by proportion
+    found = sorted(sweep.glob("*/results.json"), key=lambda p: json.loads(p.read_text())["proportion"])
     assert [json.loads(p.read_text())["proportion"] for p in found] == [50.0, 100.0]
 
     # A sweep "killed" after its first job: the second job's results are gone.

@@ -201,6 +201,6 @@ def test_seed_grid_and_load_job_on_a_real_tiny_sweep(cache_dir, tmp_path):
     assert torch.all(maps.flatten(2).amax(2)[batch["labels"][:2] == 0] == 0)  # only GT classes have a map
 
     written = build_report([sweep], tmp_path / "report", partial(grid_inputs, images=2), cell_px=64)
-    grid = tmp_path / "report" / "seed_grid_synthetic_resnet18.png"
+    grid = tmp_path / "report" / "seed_grid_synthetic_resnet18_small.png"  # the default backbone
     assert grid in written
     assert Image.open(grid).size == grid_pixel_size(2, 2, 1, 64) == (3 * 64, 4 * 64)

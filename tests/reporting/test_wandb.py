@@ -93,8 +93,8 @@ def test_run_settings_outside_a_hydra_job(tiny_overrides):
     assert settings["name"] == "cam=gradcam,proportion=2,seed=3"
     config = settings["config"]
     assert {k: config[k] for k in ("dataset", "backbone", "cam", "proportion", "seed")} == {
-        "dataset": "synthetic", "backbone": "resnet18", "cam": "gradcam", "proportion": 2.0, "seed": 3}
-    assert config["backbone_cfg"]["name"] == "resnet18" and config["cam_cfg"]["name"] == "gradcam"
+        "dataset": "synthetic", "backbone": "resnet18_small", "cam": "gradcam", "proportion": 2.0, "seed": 3}
+    assert config["backbone_cfg"]["name"] == "resnet18_small" and config["cam_cfg"]["name"] == "gradcam"
     assert config["train"] == OmegaConf.to_container(cfg.train)  # the config, nested
     assert config["data"]["seed"] == 3 and config["data"]["image_size"] == 64  # resolved
     assert wandb_run_settings(compose_config(tiny_overrides))["group"] is None  # a single run: no group
