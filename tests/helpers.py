@@ -1,6 +1,7 @@
 """Helpers for tests that compose the real config or run `python -m src.run` in a subprocess."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -40,3 +41,11 @@ def assert_timings_add_up(results: dict, tolerance: float = 0.02) -> None:
 def flat(pairs: list[list[float]]) -> list[float]:
     """A curve of `[x, y]` pairs as one list (pytest.approx compares flat sequences only)."""
     return [value for pair in pairs for value in pair]
+
+
+def load_script(name: str):
+    """`scripts/<name>.py` imported as a module (scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,7 +1,6 @@
 """VOC 2012 on a tiny copy of the real layout: labels from masks (or XML), splits, samples, subsets, errors."""
 from __future__ import annotations
 
-import importlib.util
 import re
 import shutil
 
@@ -16,7 +15,7 @@ from src.data.image_io import DatasetError
 from src.data.voc import VOC_CLASSES, VOCSegmentationDataModule
 from tests.conftest import REPO
 from tests.data.layouts import HEIGHT, VOC_IMAGES, VOC_NAMES, WIDTH, class_mask, make_voc
-from tests.helpers import compose_config, run_cli
+from tests.helpers import load_script, compose_config, run_cli
 
 SIZE = 48
 
@@ -195,15 +194,10 @@ def test_rgb_mask_and_unknown_xml_class(voc_copy):
 
 
 # ----------------------------------------------------------------------------------------------- tools
-def load_check_dataset():
-    spec = importlib.util.spec_from_file_location("check_dataset", REPO / "scripts" / "check_dataset.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_check_dataset_reports_counts_and_exit_codes(voc_copy, capsys):
-    check = load_check_dataset()
+    check = load_script("check_dataset")
     assert check.main(["data=voc2012", f"data.root={voc_copy}", "data.cache_dir=null"]) == 0
     out = capsys.readouterr().out
     assert "train_aug" in out and "13 images, published 10,582" in out and "usable" in out

@@ -3,7 +3,6 @@ src.jobs.artifacts.load_job bringing a finished job's classifier back."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import re
 import time
@@ -19,7 +18,7 @@ from src.reporting.report import build_report, grid_pixel_size, markdown_table
 from src.reporting.results import find_jobs, write_json_atomic
 from src.jobs.artifacts import grid_inputs, load_job
 from tests.conftest import REPO
-from tests.helpers import run_cli
+from tests.helpers import load_script, run_cli
 
 METHODS, PROPORTIONS, SEEDS = ("cam", "gradcam"), (10.0, 1.0), (0, 1)
 
@@ -62,18 +61,13 @@ def parse_table(text: str) -> tuple[list[str], dict[str, list[str]]]:
     return header, rows
 
 
-def load_report_script():
-    spec = importlib.util.spec_from_file_location("report_script", REPO / "scripts" / "report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_tables_csv_and_plots_match_the_results(tmp_path, capsys):
     sweep = tmp_path / "sweep"
     write_fabricated_sweep(sweep)
     out = tmp_path / "report"
-    assert load_report_script().main([str(sweep), "--out", str(out), "--grid-images", "0"]) == 0
+    assert load_script("report").main([str(sweep), "--out", str(out), "--grid-images", "0"]) == 0
     printed = capsys.readouterr().out
     for name in ("results.csv", "report.md", "synthetic_resnet18_seed_mIoU.md", "synthetic_resnet18_cls_mAP.png"):
         assert name in printed
@@ -168,7 +162,7 @@ def test_two_configurations_of_one_method_get_one_row_each(tmp_path, capsys):
 
 def test_no_results_is_a_one_line_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    assert load_report_script().main([str(tmp_path / "empty"), "--grid-images", "0"]) == 2
+    assert load_script("report").main([str(tmp_path / "empty"), "--grid-images", "0"]) == 2
     assert capsys.readouterr().err.startswith("error: no results.json below")
     with pytest.raises(FileNotFoundError, match="missing"):
         find_jobs([tmp_path / "missing"])
