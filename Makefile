@@ -2,7 +2,7 @@
 PYTHON ?= python
 export WANDB_MODE ?= offline
 
-.PHONY: install run test slurm-up slurm-down bench sweep-demo reproduce-voc reproduce-bcss reproduce-openimages report demo clean
+.PHONY: install run pretrain test slurm-up slurm-down bench sweep-demo docs-demo reproduce-voc reproduce-bcss reproduce-openimages report demo clean
 
 VOC_ROOT ?= data/VOCdevkit/VOC2012
 BCSS_ROOT ?= data/BCSS-WSSS
@@ -19,7 +19,7 @@ CLASSIFIER_ARGS ?=
 install:  ## install the package with its test oracles and the SLURM launcher
 	$(PYTHON) -m pip install -e ".[dev,slurm]"
 
-run:  ## the default job: synthetic data, ResNet-18, 100 %, default CAM method
+run:  ## the default job: synthetic data, resnet18_small from scratch, 100 %, BroadCAM (~3 min on 2 cores)
 	$(PYTHON) -m src.run
 
 pretrain:  ## one-time pretraining on the disjoint synthetic world (conf/pretrain.yaml) -> outputs/cache/pretrained/
@@ -41,9 +41,13 @@ bench:  ## every benchmark (scripts/bench.py subcommands); JSON under outputs/be
 	$(PYTHON) scripts/bench.py sweep
 	$(PYTHON) scripts/bench.py job
 
-sweep-demo:  ## the synthetic grid (proportion 1,2,5 × broadcam,gradcam) on the CPU, then its report
+sweep-demo:  ## the demo grid (pretrained; proportion 1,2,5,10,100 × 4 CAM methods × seeds 0,1,2) on the CPU, then its report
+	$(PYTHON) -m src.pretrain
 	$(PYTHON) -m src.run -m experiment=synthetic_demo
-	$(PYTHON) scripts/report.py outputs/broadcam/multiruns/synthetic_demo
+	$(PYTHON) scripts/report.py $(DEMO_SWEEP)
+
+docs-demo:  ## the README's demo figures: the demo sweep's report (tables, intervals, plots, seed grid) into docs/demo/
+	$(PYTHON) scripts/report.py $(DEMO_SWEEP) --out docs/demo
 
 # The reproduce-* grids run in two stages: first `stage=classifiers` (src/jobs/stages.py) with the CAM axis
 # replaced by `cam=cam`, in a sweep folder of its own: one job per classifier trains it into the cache, no
@@ -68,7 +72,7 @@ report:  ## tables, plots and the seed grid of a sweep: make report SWEEP=<sweep
 	$(PYTHON) scripts/report.py $(SWEEP)
 
 demo:  ## seed grids (methods × proportions) of the synthetic demo sweep; run `make sweep-demo` first
-	$(PYTHON) -m src.demo sweep=$(DEMO_SWEEP) 'cams=[broadcam,gradcam]' 'proportions=[1,2,5]'
+	$(PYTHON) -m src.demo sweep=$(DEMO_SWEEP) 'cams=[broadcam,gradcam]' 'proportions=[1,5,100]' seed=0
 
 clean:  ## remove run outputs and caches (keeps outputs/.gitkeep)
 	find outputs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +

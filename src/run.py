@@ -23,6 +23,7 @@ from src.jobs.stages import STAGES, train_classifier_only
 from src.jobs.sweeps import config_fingerprint, previous_results
 from src.jobs.timings import PhaseClock
 from src.reporting import save_cam_grid, write_json_atomic
+from src.reporting.results import PER_IMAGE_FILE, write_per_image
 from src.reporting.wandb_logging import log_job
 
 
@@ -103,6 +104,8 @@ def _run_stages(cfg: DictConfig, job: JobInputs, trainer: pl.Trainer, ranks: Ran
         clock.lap("export_s")
     class_names = list(job.datamodule.class_names)
     save_cam_grid(evaluation.figure_samples, class_names, out / "cams.png", job.datamodule.ignore_index)
+    if "per_image" in scores:
+        results["per_image_scores"] = write_per_image(out / PER_IMAGE_FILE, scores["per_image"]).name
     for logger in job.loggers:
         logger.log_metrics({f"eval/{k}": v for k, v in scores["metrics"].items() if v is not None})
     clock.lap("write_s")

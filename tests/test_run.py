@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from src.jobs.config_checks import ConfigError
-from src.reporting.results import REQUIRED_KEYS, read_results
+from src.reporting.paired import miou_of_sums
+from src.reporting.results import PER_IMAGE_FILE, REQUIRED_KEYS, read_per_image, read_results
 from src.run import run_job
 from tests.helpers import assert_timings_add_up, compose_config, run_cli
 
@@ -30,6 +31,11 @@ def test_one_job_writes_the_results_contract(tiny_overrides, tmp_path):
     assert (job / "cams.png").stat().st_size > 1000
     assert (job / "csv" / "metrics.csv").exists()
     assert not list(job.glob("*.tmp*"))
+    # Each scored image's seed counts at the chosen threshold, summed, give back the job's seed mIoU.
+    per_image = read_per_image(job)
+    assert on_disk["per_image_scores"] == PER_IMAGE_FILE and list(per_image["index"]) == list(range(16))
+    assert miou_of_sums(per_image["intersection"].sum(0), per_image["union"].sum(0)) == pytest.approx(
+        on_disk["metrics"]["seed_mIoU"], abs=1e-9)
 
 
 @pytest.mark.parametrize(("override", "key"), [

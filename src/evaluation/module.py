@@ -43,14 +43,15 @@ class CamEvaluation(pl.LightningModule):
     thresholds are lists or `{start, stop, step}` ranges. `figure_images` samples of the first batches are
     kept in `figure_samples` for the overlay grid. With `checkpoint_file`, the states are saved there every
     `checkpoint_every` batches and restored from it (made with the same `checkpoint_tag`); `batches_done` says
-    how many batches the loader must skip.
+    how many batches the loader must skip. With `per_image_scores`, `results()["per_image"]` holds each scored
+    image's seed intersection and union per class at the chosen threshold (for paired statistics).
     """
 
     def __init__(self, net: nn.Module, cam: CamSpec, num_classes: int, seed_background: bool, ignore_index: int,
                  metric_names: Sequence[str], seed_thresholds: Mapping | Sequence[float], wsol_size: int = 224,
                  box_thresholds: Mapping | Sequence[float] | None = None, iou_thresholds: Sequence[int] = (30, 50, 70),
                  figure_images: int = 8, checkpoint_every: int = 0, checkpoint_file: str | None = None,
-                 checkpoint_tag: str = ""):
+                 checkpoint_tag: str = "", per_image_scores: bool = True):
         super().__init__()
         self.net = net
         self.cam_spec = cam
@@ -62,7 +63,8 @@ class CamEvaluation(pl.LightningModule):
         metrics = {}
         if "seed_mIoU" in metric_names:
             metrics["seed"] = SeedMIoU(num_classes + int(seed_background), background=seed_background,
-                                       thresholds=threshold_range(seed_thresholds), ignore_index=ignore_index)
+                                       thresholds=threshold_range(seed_thresholds), ignore_index=ignore_index,
+                                       per_image=per_image_scores)
         if "PxAP" in metric_names:
             metrics["pxap"] = PxAP()
         if "MaxBoxAccV2" in metric_names:
@@ -122,7 +124,8 @@ class CamEvaluation(pl.LightningModule):
             scored = labels.sum(1) > 0 if not self.seed_background else labels.new_ones(len(labels), dtype=torch.bool)
             self.n_without_class.update(int((~scored).sum()))
             if bool(scored.any()):
-                self.metrics["seed"].update(cams[scored], labels[scored], masks[scored])
+                self.metrics["seed"].update(cams[scored], labels[scored], masks[scored],
+                                            torch.as_tensor(batch["index"])[scored.cpu()])
         if wsol:
             scoremaps = wsol_scoremaps(seed_maps(feature_maps[0].detach(), targets, valid, self.num_classes),
                                        self.wsol_size)
@@ -159,6 +162,8 @@ class CamEvaluation(pl.LightningModule):
                "n_scored": int(self.n_scored.compute())}
         if "seed" in self.metrics:
             seed = self.metrics["seed"].compute()
+            if "per_image" in seed:
+                out["per_image"] = seed["per_image"]
             out["metrics"].update(seed_mIoU=seed["mIoU"], seed_threshold=seed["threshold"])
             per_class = [None if math.isnan(iou) else iou for iou in seed["per_class_IoU"]]  # strict JSON
             out["details"].update(per_class_IoU=per_class, seed_curve=seed["curve"],

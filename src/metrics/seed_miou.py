@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import torch
 from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
 
 from src.metrics.seed_rule import best_class
 
@@ -40,10 +41,14 @@ class SeedMIoU(Metric):
         thresholds: background scores t to sweep, distinct, any order (default 0.00..0.59 by 0.01). They are
             compared to the maps in the maps' dtype, as ``np.pad(cams, constant_values=t)`` would.
         ignore_index: mask value excluded from the counts (255 for VOC, 4 = background for BCSS).
+        per_image: also keep each image's per-class intersection and union at every threshold (for paired
+            statistics over images: `compute()["per_image"]`); ``update`` then needs the images' ``indices``.
 
     State ``hist`` [T+1, K, K] int64 (sum-reduced, so DDP-safe): ``hist[b, g, p]`` counts valid pixels of
     ground truth g whose best label-allowed class is p and whose score exceeds exactly b of the sorted
-    thresholds (T = 0 without a background plane, so it is the confusion matrix itself).
+    thresholds (T = 0 without a background plane, so it is the confusion matrix itself). With ``per_image``,
+    the lists ``image_index`` [N], ``image_inter`` and ``image_union`` [N, T, K] int32 (concatenated across
+    DDP ranks) hold the same counts image by image.
     """
 
     is_differentiable = False
@@ -56,6 +61,7 @@ class SeedMIoU(Metric):
         background: bool = True,
         thresholds: Sequence[float] | None = None,
         ignore_index: int = 255,
+        per_image: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -75,8 +81,13 @@ class SeedMIoU(Metric):
         self.add_state(
             "hist", default=torch.zeros(bins, num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum"
         )
+        self.per_image = bool(per_image)
+        if self.per_image:
+            for name in ("image_index", "image_inter", "image_union"):
+                self.add_state(name, default=[], dist_reduce_fx="cat")
 
-    def update(self, cams: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor) -> None:
+    def update(self, cams: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor,
+               indices: torch.Tensor | None = None) -> None:
         """Add a batch.
 
         Args:
@@ -84,7 +95,10 @@ class SeedMIoU(Metric):
             labels: [B, C] 0/1 image-level labels; a class absent from the image is never predicted (its map is
                 set to -inf, like IRN keeping only the ground-truth classes' maps).
             masks: [B, H, W] integer ground truth in 0..K-1, or ``ignore_index``.
+            indices: [B] the images' dataset indices (required with ``per_image``).
         """
+        if self.per_image and (indices is None or len(indices) != len(cams)):
+            raise ValueError(f"indices: expected the {len(cams)} images' dataset indices (per_image=True)")
         num_fg = self.num_classes - 1 if self.background else self.num_classes
         if cams.ndim != 4 or cams.shape[1] != num_fg:
             raise ValueError(f"cams shape {tuple(cams.shape)}: expected [B, {num_fg}, H, W]")
@@ -119,23 +133,42 @@ class SeedMIoU(Metric):
             bounds = torch.tensor(self.thresholds, dtype=score.dtype, device=score.device)
             # right=False: index = number of thresholds strictly below the score, so a tie s == t stays background
             flat += torch.bucketize(score, bounds) * (k * k)
-        self.hist += count_indices(flat.where(valid, self.hist.numel()), self.hist.numel()).view_as(self.hist)
+        size = self.hist.numel()
+        if not self.per_image:
+            self.hist += count_indices(flat.where(valid, size), size).view_as(self.hist)
+            return
+        # one histogram per image (the image's offset in front), summed into `hist`: still one pass over pixels
+        flat += torch.arange(len(flat), device=flat.device).view(-1, *[1] * (flat.ndim - 1)) * size
+        per_image = count_indices(flat.where(valid, len(flat) * size), len(flat) * size)
+        per_image = per_image.view(len(flat), *self.hist.shape)
+        self.hist += per_image.sum(0)
+        conf = self._confusion(per_image)  # [B, T, K, K]
+        tp = conf.diagonal(dim1=-2, dim2=-1)
+        self.image_index.append(torch.as_tensor(indices, device=tp.device).long().reshape(-1))
+        self.image_inter.append(tp.int())
+        self.image_union.append((conf.sum(-1) + conf.sum(-2) - tp).int())
+
+    def _confusion(self, hist: torch.Tensor) -> torch.Tensor:
+        """[..., T+1, K, K] histograms → [..., T, K, K] confusion matrices, one per sorted threshold."""
+        if not self.background:
+            return hist.clone()
+        above = hist.flip(-3).cumsum(-3).flip(-3)[..., 1:, :, :]  # above[j] = pixels whose score exceeds threshold j
+        conf = above.clone()
+        conf[..., 0] = hist.sum(dim=(-3, -1)).unsqueeze(-2) - above.sum(dim=-1)  # everything else is background
+        return conf
 
     def confusion_matrices(self) -> torch.Tensor:
         """[T, K, K] int64 confusion matrices (rows ground truth, columns prediction), one per sorted
         threshold ([1, K, K] without background)."""
-        if not self.background:
-            return self.hist.clone()
-        above = self.hist.flip(0).cumsum(0).flip(0)[1:]  # above[j] = pixels whose score exceeds threshold j
-        conf = above.clone()
-        conf[:, :, 0] = self.hist.sum(dim=(0, 2)) - above.sum(dim=2)  # everything else is background
-        return conf
+        return self._confusion(self.hist)
 
     def compute(self) -> dict:
         """Returns ``{"mIoU": best mIoU (%), "threshold": its t (None without background),
         "per_class_IoU": K IoUs (%) at that t, NaN for a class neither in the ground truth nor predicted,
         "curve": [[t, mIoU (%)], ...] in ascending t ([] without background)}``. mIoU is the mean over the
-        classes whose IoU is defined."""
+        classes whose IoU is defined. With ``per_image``, also ``"per_image": {"index": [N], "intersection":
+        [N, K], "union": [N, K]}`` (int64 tensors at the chosen t, images in dataset order): summed over the
+        images they give back this mIoU."""
         conf = self.confusion_matrices().double()
         if conf[0].sum() == 0:
             raise ValueError("SeedMIoU.compute: no valid pixel accumulated")
@@ -144,9 +177,16 @@ class SeedMIoU(Metric):
         iou = torch.where(denom > 0, tp / denom.clamp(min=1), torch.full_like(tp, float("nan"))) * 100
         miou = iou.nanmean(dim=1)
         best = int(miou.argmax())
-        return {
+        out = {
             "mIoU": float(miou[best]),
             "threshold": self.thresholds[best] if self.background else None,
             "per_class_IoU": iou[best].tolist(),
             "curve": [[t, float(m)] for t, m in zip(self.thresholds, miou)],
         }
+        if self.per_image:
+            index = dim_zero_cat(self.image_index).cpu()
+            order = index.argsort()
+            out["per_image"] = {"index": index[order],
+                                "intersection": dim_zero_cat(self.image_inter)[:, best].cpu()[order].long(),
+                                "union": dim_zero_cat(self.image_union)[:, best].cpu()[order].long()}
+        return out

@@ -3,9 +3,11 @@
 Outputs (under `out`): `results.csv` (one row per job), `tables/<dataset>_<backbone>_<metric>.md` (rows =
 CAM method, columns = proportion ascending, cells = mean ± std over seeds), `plots/<…>.png` (the metric
 against the proportion, log x-axis, one line per method, ±std bands), `seed_grid_<dataset>_<backbone>.png`
-(rows = methods, columns = proportions, for a few evaluation images, image and mask first) and `report.md`
-gathering the tables. Every file is written atomically. Called by `scripts/report.py`, which also supplies
-the seed grid's CAMs (`src.jobs.artifacts.grid_inputs`): reporting renders, it never builds a CAM.
+(rows = methods, columns = proportions, for a few evaluation images, image and mask first), for seed mIoU
+`tables/<…>_seed_mIoU_paired.md` (BroadCAM minus each other method with paired 95 % bootstrap intervals over
+images and seeds, `paired.py`, from the jobs' per-image counts) and `report.md` gathering the tables. Every
+file is written atomically. Called by `scripts/report.py`, which also supplies the seed grid's CAMs
+(`src.jobs.artifacts.grid_inputs`): reporting renders, it never builds a CAM.
 
 Statistics: std is the population std over seeds (numpy's default, ddof=0), so one seed gives 0 and the
 cell shows the mean alone. Reports never mix configs: jobs are grouped by everything in their config that
@@ -34,6 +36,7 @@ import torch  # noqa: E402
 
 from src.data.atomic import atomic_path, write_text_atomic  # noqa: E402
 from src.reporting.overlay import denormalize, overlay  # noqa: E402
+from src.reporting.paired import paired_differences, paired_table  # noqa: E402
 from src.reporting.results import find_jobs, safe_dirname  # noqa: E402
 
 KEY_FIELDS = ("dataset", "backbone", "cam", "proportion", "seed")
@@ -353,6 +356,12 @@ def build_report(dirs: Iterable[str | Path], out: str | Path,
             written.append(write_text_atomic(out / "tables" / f"{stem}.md", table))
             written.append(plot_metric(summary, metric, title, out / "plots" / f"{stem}.png"))
             sections.append(f"{table}\n![{metric}](plots/{stem}.png)\n")
+            if metric == "seed_mIoU":
+                differences = paired_differences(group)
+                if differences:
+                    paired = paired_table(differences, title)
+                    written.append(write_text_atomic(out / "tables" / f"{stem}_paired.md", paired))
+                    sections.append(paired)
         if grid is not None:
             path = out / f"seed_grid_{safe_dirname(prefix)}.png"
             written.append(seed_grid(grid(group), path, cell_px))

@@ -1,19 +1,23 @@
 """The results contract: `results.json` in each job's output dir (written by `src.run`, read by the report, the
-demo and `src.jobs.artifacts`), how finished jobs are found, and the safe folder/file names of jobs."""
+demo and `src.jobs.artifacts`), beside it `per_image_seed_iou.npz` (each evaluation image's seed intersection
+and union per class, for paired statistics), how finished jobs are found, and the safe folder/file names of jobs."""
 from __future__ import annotations
 
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from src.data.atomic import write_json_atomic
+import numpy as np
 
-__all__ = ["MAX_DIRNAME", "REQUIRED_KEYS", "RESULTS_FILE", "find_jobs", "read_results", "safe_dirname",
-           "write_json_atomic"]
+from src.data.atomic import atomic_path, write_json_atomic
+
+__all__ = ["MAX_DIRNAME", "PER_IMAGE_FILE", "REQUIRED_KEYS", "RESULTS_FILE", "find_jobs", "read_per_image",
+           "read_results", "safe_dirname", "write_json_atomic", "write_per_image"]
 
 RESULTS_FILE = "results.json"
+PER_IMAGE_FILE = "per_image_seed_iou.npz"
 REQUIRED_KEYS = ("dataset", "backbone", "cam", "proportion", "seed", "n_train", "metrics", "timings")
 
 
@@ -27,6 +31,25 @@ def read_results(path: str | Path) -> dict:
     if missing:
         raise ValueError(f"{path}: missing keys {missing}; expected {list(REQUIRED_KEYS)}")
     return results
+
+
+def write_per_image(path: str | Path, per_image: Mapping) -> Path:
+    """`per_image_seed_iou.npz` (atomic): `index` [N] (dataset indices of the evaluation split), `intersection`
+    and `union` [N, K] int64 pixel counts per class at the job's seed threshold (`SeedMIoU(per_image=True)`)."""
+    path = Path(path)
+    arrays = {key: np.asarray(per_image[key], dtype=np.int64) for key in ("index", "intersection", "union")}
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, **arrays)
+    return path
+
+
+def read_per_image(job_dir: str | Path) -> dict[str, np.ndarray] | None:
+    """A job's per-image seed counts (`write_per_image`), or None when the job has none."""
+    path = Path(job_dir) / PER_IMAGE_FILE
+    if not path.is_file():
+        return None
+    with np.load(path) as arrays:
+        return {key: arrays[key] for key in ("index", "intersection", "union")}
 
 
 def find_jobs(dirs: Iterable[str | Path]) -> list[tuple[Path, dict]]:

@@ -142,3 +142,42 @@ def test_bad_input_raises(kwargs, args, match):
 def test_duplicate_thresholds_raise():
     with pytest.raises(ValueError, match="distinct"):
         SeedMIoU(num_classes=21, thresholds=[0.1, 0.1])
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_per_image_counts_equal_each_image_scored_alone(background):
+    """Per-image intersection/union at the chosen threshold equal the reference on that one image; images come
+    back in dataset order whatever order the batches came in; their sums give the metric's own mIoU."""
+    gen = torch.Generator().manual_seed(5)
+    num_fg, ignore = 3, 255
+    num_classes = num_fg + int(background)
+    metric = SeedMIoU(num_classes, background=background, ignore_index=ignore, per_image=True)
+    batches = []
+    for start in (4, 0, 8):  # out of order
+        cams, labels, masks = random_batch(gen, 4, num_fg, 12, ignore, num_classes)
+        if not background:
+            masks[masks == ignore] = 0
+        metric.update(cams, labels, masks, torch.arange(start, start + 4))
+        batches.append((start, cams, labels, masks))
+    result = metric.compute()
+    per_image = result["per_image"]
+    assert per_image["index"].tolist() == list(range(12))
+    for start, cams, labels, masks in batches:
+        for i in range(4):
+            one = SeedMIoU(num_classes, background=background, ignore_index=ignore,
+                           thresholds=[result["threshold"]] if background else None)
+            one.update(cams[i:i + 1], labels[i:i + 1], masks[i:i + 1])
+            conf = one.confusion_matrices()[0]
+            tp = conf.diagonal()
+            assert torch.equal(per_image["intersection"][start + i], tp)
+            assert torch.equal(per_image["union"][start + i], conf.sum(0) + conf.sum(1) - tp)
+    inter, union = per_image["intersection"].sum(0).double(), per_image["union"].sum(0).double()
+    iou = torch.where(union > 0, inter / union.clamp(min=1), torch.nan) * 100
+    assert float(iou.nanmean()) == pytest.approx(result["mIoU"], abs=1e-9)
+
+
+def test_per_image_needs_the_indices():
+    metric = SeedMIoU(3, per_image=True)
+    cams, labels, masks = random_batch(torch.Generator().manual_seed(0), 2, 2, 8, 255, 3)
+    with pytest.raises(ValueError, match="indices"):
+        metric.update(cams, labels, masks)
