@@ -124,8 +124,14 @@ class CamEvaluation(pl.LightningModule):
             scored = labels.sum(1) > 0 if not self.seed_background else labels.new_ones(len(labels), dtype=torch.bool)
             self.n_without_class.update(int((~scored).sum()))
             if bool(scored.any()):
-                self.metrics["seed"].update(cams[scored], labels[scored], masks[scored],
-                                            torch.as_tensor(batch["index"])[scored.cpu()])
+                indices = None
+                if self.metrics["seed"].per_image:
+                    if "index" not in batch:
+                        raise KeyError("eval.per_image_scores=true: the evaluation batch has no 'index' (the images' "
+                                       "dataset indices, which every dataset of src/data/ gives); expected one, or "
+                                       "eval.per_image_scores=false")
+                    indices = torch.as_tensor(batch["index"])[scored.cpu()]
+                self.metrics["seed"].update(cams[scored], labels[scored], masks[scored], indices)
         if wsol:
             scoremaps = wsol_scoremaps(seed_maps(feature_maps[0].detach(), targets, valid, self.num_classes),
                                        self.wsol_size)

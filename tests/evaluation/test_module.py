@@ -16,11 +16,12 @@ NUM_CLASSES = 3
 def batches(count: int = 3, size: int = 4, height: int = 40, width: int = 48) -> list[dict]:
     generator = torch.Generator().manual_seed(0)
     out = []
-    for _ in range(count):
+    for b in range(count):
         labels = (torch.rand(size, NUM_CLASSES, generator=generator) > 0.5).float()
         labels[0] = torch.tensor([1.0, 0.0, 0.0])  # every batch scores at least one class
         out.append({"image": torch.randn(size, 3, height, width, generator=generator), "labels": labels,
-                    "mask": torch.randint(0, NUM_CLASSES + 1, (size, height, width), generator=generator)})
+                    "mask": torch.randint(0, NUM_CLASSES + 1, (size, height, width), generator=generator),
+                    "index": torch.arange(b * size, (b + 1) * size)})  # dataset indices, as every dataset gives
     return out
 
 
@@ -105,3 +106,11 @@ def test_no_plane_seeds_count_and_skip_images_without_a_class(net):
     results = evaluation.results()
     assert results["details"]["seed_images_without_class"] == 1 and results["n_scored"] == 4
     assert 0.0 <= results["metrics"]["seed_mIoU"] <= 100.0
+    assert results["per_image"]["index"].tolist() == [0, 2, 3]  # the scored patches, by dataset index
+
+
+def test_per_image_scores_need_the_batch_index(net):
+    data = batches(count=1)
+    del data[0]["index"]
+    with pytest.raises(KeyError, match="per_image_scores"):
+        evaluate(net, CamSpec("cam", ["layer4"], {}), data)
