@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from src.bls import BroadLearningSystem
+from src.reporting.results import read_per_image
 from src.run import run_job
 from tests.conftest import TINY_JOB
 from tests.helpers import compose_config, flat, run_cli
@@ -50,6 +52,11 @@ def test_ddp_job_scores_like_one_process(cache_dir, tmp_path):
     weights = [BroadLearningSystem.load(d / "bls.pt").cam_weights for d in (job, tmp_path / "single")]
     assert ddp["bls"]["n"] == single["bls"]["n"] == 120  # fitted once, on the whole subset
     assert torch.allclose(weights[0], weights[1], rtol=0, atol=1e-10)
+    # per-image counts gathered from both ranks' uneven shares (4 + 3 images) equal the one-process ones
+    per_image = [read_per_image(d) for d in (job, tmp_path / "single")]
+    assert per_image[0]["index"].tolist() == list(range(7))
+    for key in ("index", "intersection", "union"):
+        np.testing.assert_array_equal(per_image[0][key], per_image[1][key])
 
 
 def test_ddp_multirun_runs_each_job_once_with_two_ranks(cache_dir, tmp_path):
