@@ -42,10 +42,10 @@ class PairedDifference:
 
 def miou_of_sums(intersection: np.ndarray, union: np.ndarray) -> np.ndarray:
     """mIoU (%) over the last axis: the mean IoU of the classes whose union is not empty."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, intersection / np.maximum(union, 1), np.nan)
     defined = union > 0
-    return np.where(defined.any(-1), np.nansum(np.nan_to_num(iou), -1) / np.maximum(defined.sum(-1), 1), np.nan) * 100
+    iou_sum = np.where(defined, intersection / np.maximum(union, 1), 0.0).sum(-1)
+    count = defined.sum(-1)
+    return np.where(count > 0, iou_sum / np.maximum(count, 1), np.nan) * 100
 
 
 def bootstrap_difference(reference: tuple[np.ndarray, np.ndarray], other: tuple[np.ndarray, np.ndarray],
@@ -93,10 +93,10 @@ def paired_differences(rows: list[dict], reference: str = REFERENCE, resamples: 
             if not np.array_equal(by_seed[s]["index"], ref[s]["index"]):
                 raise ValueError(f"{by_seed[s]['dir']}/{PER_IMAGE_FILE} and {ref[s]['dir']}/{PER_IMAGE_FILE}: "
                                  "different evaluation images; expected the same split for a paired difference")
-        stack = lambda jobs, key: np.stack([jobs[s][key] for s in seeds])  # noqa: E731
-        diff, low, high = bootstrap_difference((stack(ref, "intersection"), stack(ref, "union")),
-                                               (stack(by_seed, "intersection"), stack(by_seed, "union")),
-                                               resamples, level)
+        def counts_of(jobs: dict) -> tuple[np.ndarray, np.ndarray]:  # [S, N, K] intersection and union
+            return tuple(np.stack([jobs[s][key] for s in seeds]) for key in ("intersection", "union"))
+
+        diff, low, high = bootstrap_difference(counts_of(ref), counts_of(by_seed), resamples, level)
         out.append(PairedDifference(proportion, method, diff, low, high, len(seeds), len(ref[seeds[0]]["index"])))
     return out
 
