@@ -1,5 +1,6 @@
-"""`python -m src.ddp_rank <config.yaml>`: one rank > 0 of a DDP job, started by the job's rank 0
-(`src.jobs.distributed`) with the job's resolved config and the rank in `LOCAL_RANK`; not meant to be run by hand."""
+"""`python -m src.ddp_rank <config.yaml> [run|pretrain]`: one rank > 0 of a DDP job, started by the job's rank 0
+(`src.jobs.distributed`) with the job's resolved config and the rank in `LOCAL_RANK`; `run` is a job of
+`src.run` (either stage), `pretrain` the pretraining. Not meant to be run by hand."""
 from __future__ import annotations
 
 import os
@@ -7,11 +8,19 @@ import sys
 
 from omegaconf import OmegaConf
 
-from src.run import run_job
+from src.jobs.distributed import TASKS
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2 or "LOCAL_RANK" not in os.environ:
-        print("error: usage: LOCAL_RANK=<r> ... python -m src.ddp_rank <job dir>/.ddp/config.yaml "
+    if len(sys.argv) not in (2, 3) or "LOCAL_RANK" not in os.environ or sys.argv[2:] not in ([], *[[t] for t in TASKS]):
+        print("error: usage: LOCAL_RANK=<r> ... python -m src.ddp_rank <job dir>/.ddp/config.yaml [run|pretrain] "
               "(started by a DDP job's rank 0)", file=sys.stderr)
         sys.exit(2)
-    run_job(OmegaConf.load(sys.argv[1]))
+    cfg = OmegaConf.load(sys.argv[1])
+    if sys.argv[2:] == ["pretrain"]:
+        from src.jobs.pretraining import pretrain
+
+        pretrain(cfg)
+    else:
+        from src.run import run_job
+
+        run_job(cfg)

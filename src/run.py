@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
@@ -16,7 +18,7 @@ import src.jobs.resolvers  # noqa: F401  (registers ${safe_dirname:...} and ${na
 from src.evaluation.checkpoint import remove_checkpoints
 from src.jobs.cache import train_or_load
 from src.jobs.config_checks import ConfigError, check_group_overrides
-from src.jobs.distributed import Ranks, job_ranks
+from src.jobs.distributed import Ranks, RankFailed, job_ranks
 from src.jobs.setup import (JobInputs, build_evaluation, build_export, evaluation_loader, finish_loggers,
                             fit_cam_method, prepare_job)
 from src.jobs.stages import STAGES, train_classifier_only
@@ -93,6 +95,7 @@ def _run_stages(cfg: DictConfig, job: JobInputs, trainer: pl.Trainer, ranks: Ran
         "n_eval": scores["n_scored"], "metrics": scores["metrics"],
         "details": {**scores["details"], "eval_split_size": len(job.datamodule.eval_set)},
         "classifier": classifier, "bls": bls_info, "ranks": ranks.world_size,
+        "rank_batch_size": ranks.batch_share(int(cfg.data.batch_size)),  # data.batch_size is the global batch
         "config_fingerprint": config_fingerprint(cfg), "config": job.resolved_config,
     }
     if not ranks.is_zero:
@@ -124,6 +127,11 @@ def main(cfg: DictConfig) -> float | None:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except RankFailed as error:  # a DDP rank failed: its one line ends the job's output
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # Hydra records this job as failed and runs the sweep's other jobs
+        sys.exit(1)
     return results["metrics"].get("seed_mIoU") if "metrics" in results else None
 
 

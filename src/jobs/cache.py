@@ -22,7 +22,7 @@ import json
 import os
 import shutil
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import torch
@@ -154,53 +154,45 @@ def train_or_load(cfg: DictConfig, model: LightningModule, datamodule: Lightning
                   trainer: Trainer, ranks: Ranks = Ranks()) -> tuple[float, dict]:
     """Train `model` (`trainer.fit`), or load its `net` from the cache when a classifier of the same key exists
     (and `force_retrain` is off, or this sweep launch already retrained it). Returns (seconds spent, classifier
-    info for results.json: key, dir, cache_hit).
+    info for results.json: key, dir, cache_hit). The rank protocol is `classifier_protocol`'s."""
+    seconds, info, _ = classifier_protocol(cfg, model, datamodule, trainer, ranks)
+    return seconds, info
 
-    One process: the key's lock is held across the fit, so of two racing jobs one trains and the other loads.
-    DDP (`ranks.distributed`): no lock is held across the fit (the other ranks could not take it): rank 0 decides
-    hit or miss under the lock and tells the others; on a miss every rank trains, rank 0 saves, the others wait
-    on a barrier (their weights are DDP's, equal to rank 0's). Two racing DDP jobs of one key may then both
-    train; a sweep avoids that by training its classifiers first (`stage=classifiers`)."""
+
+def classifier_protocol(cfg: DictConfig, model: LightningModule, datamodule: LightningDataModule, trainer: Trainer,
+                        ranks: Ranks = Ranks(), stage: bool = False) -> tuple[float, dict, str]:
+    """The one protocol of every job that needs the classifier, one process or DDP however its ranks started:
+    rank 0 takes the key's lock and holds it to the end, decides hit or miss and tells the others; on a miss
+    every rank trains (each on `data.batch_size / world_size` images per step: the batch is global, so the
+    recipe, and the key, do not depend on the device count) and rank 0 saves; then every rank that does not
+    hold the saved weights loads them (on a hit all ranks; after DDP training ranks > 0, whose batch-norm
+    statistics are their own). Holding the lock across it all, of two racing jobs one trains and the other then
+    loads, and no save interleaves with another job's or with a load.
+
+    With `stage` (the classifiers stage): a cached classifier is not loaded, and a key whose lock another job
+    holds is left to it. Returns (seconds, info as `train_or_load`, decision: "hit", "train" or "busy")."""
     cache = ClassifierCache(cfg.paths.cache_dir)
     key = classifier_key(cfg)
     tick = time.perf_counter()
-    if not ranks.distributed:
-        with cache.lock(key):  # one of several racing jobs trains; the others then load
-            _, info = train_or_load_held(cfg, cache, key, model, datamodule, trainer)
-        return time.perf_counter() - tick, info  # waiting for a racing job's training counts as training time
-    hit, launch = None, sweep_launch_id()  # the launch id comes from rank 0's Hydra config
-    if ranks.is_zero:
-        with cache.lock(key):
-            hit = not must_train(cache, key, cfg.get("force_retrain", False), launch)
-            if hit:
-                cache.load_into(key, model.net, datamodule.subset_ids)
-    hit = ranks.broadcast(hit)
-    if hit and not ranks.is_zero:
-        cache.load_into(key, model.net, datamodule.subset_ids)
-    elif not hit:
-        trainer.fit(model, datamodule=datamodule)
+    launch = ranks.broadcast(sweep_launch_id())  # rank 0's Hydra config names the launch
+    with ExitStack() as held:
+        decision = None
         if ranks.is_zero:
-            cache.save(key, model.net, datamodule.subset_ids, {"key": key, "num_classes": datamodule.num_classes,
-                                                               "launch_id": launch, **classifier_key_fields(cfg)})
-    ranks.barrier()
-    if hit and ranks.is_zero:
+            locked = held.enter_context(cache.lock(key, wait=not stage))
+            force = bool(cfg.get("force_retrain", False))
+            decision = "busy" if not locked else "train" if must_train(cache, key, force, launch) else "hit"
+        decision = ranks.broadcast(decision)
+        if decision == "train":
+            datamodule.batch_size = ranks.batch_share(int(cfg.data.batch_size))
+            trainer.fit(model, datamodule=datamodule)
+            if ranks.is_zero:
+                cache.save(key, model.net, datamodule.subset_ids, {"key": key, "num_classes": datamodule.num_classes,
+                                                                   "launch_id": launch, **classifier_key_fields(cfg)})
+            ranks.barrier()
+        if (decision == "hit" and not stage) or (decision == "train" and not ranks.is_zero):
+            cache.load_into(key, model.net, datamodule.subset_ids)
+        ranks.barrier()  # every rank has its weights before rank 0 lets another job at the key
+    if decision == "hit" and ranks.is_zero and not stage:
         print(f"[cache hit] classifier {key} loaded from {cache.path(key)}")
-    return time.perf_counter() - tick, {"key": key, "dir": str(cache.path(key)), "cache_hit": hit}
-
-
-def train_or_load_held(cfg: DictConfig, cache: ClassifierCache, key: str, model: LightningModule,
-                       datamodule: LightningDataModule, trainer: Trainer) -> tuple[float, dict]:
-    """`train_or_load` for a caller that already holds `cache.lock(key)` (the classifiers stage)."""
-    tick = time.perf_counter()
-    launch = sweep_launch_id()
-    hit = not must_train(cache, key, cfg.get("force_retrain", False), launch)
-    if hit:
-        cache.load_into(key, model.net, datamodule.subset_ids)
-    else:
-        trainer.fit(model, datamodule=datamodule)
-        cache.save(key, model.net, datamodule.subset_ids,
-                   {"key": key, "num_classes": datamodule.num_classes, "launch_id": launch,
-                    **classifier_key_fields(cfg)})
-    if hit:
-        print(f"[cache hit] classifier {key} loaded from {cache.path(key)}")
-    return time.perf_counter() - tick, {"key": key, "dir": str(cache.path(key)), "cache_hit": hit}
+    info = {"key": key, "dir": str(cache.path(key)), "cache_hit": decision == "hit"}
+    return time.perf_counter() - tick, info, decision

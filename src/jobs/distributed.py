@@ -1,21 +1,37 @@
-"""The ranks of one job under DDP (`trainer=ddp`): who launches them, and the few collectives the job needs.
+"""The ranks of one job under DDP (`trainer=ddp`): who launches them, the few collectives the job needs, and what
+happens when one of them fails. Every stage that trains or evaluates (the CAM job, the classifiers stage,
+pretraining) opens its ranks here, whoever started them.
 
-Mechanism (issue 12): Lightning's own launcher re-executes `sys.argv` for ranks > 0; under `python -m src.run -m
+Who starts the ranks: Lightning's own launcher re-executes `sys.argv` for ranks > 0; under `python -m src.run -m
 ...` (Hydra multirun) that re-runs the whole sweep in every child. Instead the job launches its own ranks: rank 0
-(the Hydra job's process) writes the job's resolved config to `<output_dir>/.ddp/config.yaml` and starts
-`python -m src.ddp_rank <that file>` for ranks 1..N-1 with `LOCAL_RANK`/`NODE_RANK`/`WORLD_SIZE`/`MASTER_*` set,
-which is how Lightning recognises processes created outside it (it then launches nothing). So each job of a
+(the Hydra job's process) writes the job's resolved config to `<folder>/.ddp/config.yaml` and starts
+`python -m src.ddp_rank <that file> <task>` for ranks 1..N-1 with `LOCAL_RANK`/`NODE_RANK`/`WORLD_SIZE`/`MASTER_*`
+set, which is how Lightning recognises processes created outside it (it then launches nothing). So each job of a
 sweep runs once with N ranks, whatever the Hydra launcher. Where processes already exist (SLURM tasks with
 ntasks-per-node = devices, torchrun), nothing is launched. The process group is opened before anything
 collective (cache decision, BLS broadcast) and closed when the job ends, so the next job of a multirun opens its own.
+
+`data.batch_size` is the global batch: each rank takes `batch_size / world_size` (`Ranks.batch_share`), so 1, 2
+or 4 devices train the same recipe (and share one classifier cache key).
+
+A failing rank (issue 19): it writes its one-line error to `<folder>/.ddp/<attempt>.rank<r>.error` and prints it
+as its last line (`error: DDP rank r of N: ...`); every other rank watches that folder (and rank 0 its children)
+and ends with the same line within a second or two, instead of waiting in a collective until the process
+group's timeout (with NCCL the collective itself never notices). A process that holds only this job (a rank
+started by SLURM, torchrun or this module) then exits at once (code 1; under SLURM `--kill-on-bad-exit` ends the
+others too); rank 0 of a job that started its own ranks shares its process with the rest of a local multirun, so
+it raises `RankFailed` instead and the multirun's other jobs go on.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import threading
 import time
+import traceback
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,9 +46,19 @@ from pytorch_lightning import Trainer
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
+from src.data.atomic import write_text_atomic
+from src.data.image_io import DatasetError
 from src.jobs.config_checks import ConfigError
 
 RANK_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+TASKS = ("run", "pretrain")  # what `python -m src.ddp_rank` runs in a launched rank
+POLL_S = 0.5  # how often a rank looks for another rank's failure
+GRACE_S = 10.0  # how long a rank whose collective broke waits for the failing rank's own report
+BAD_INPUT = (ConfigError, DatasetError)  # errors whose one line says it all: no traceback
+
+
+class RankFailed(RuntimeError):
+    """A rank of this DDP job failed; the message is that rank's one-line error (`DDP rank r of N: ...`)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +88,27 @@ class Ranks:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def all_gather(self, value) -> list:
+        """Every rank's `value` (picklable, on the CPU), in rank order."""
+        if not self.distributed:
+            return [value]
+        out = [None] * self.world_size
+        dist.all_gather_object(out, value)
+        return out
+
+    def batch_share(self, global_batch: int) -> int:
+        """This rank's part of the global batch `data.batch_size`: `global_batch / world_size`."""
+        return check_global_batch(global_batch, self.world_size)
+
+
+def check_global_batch(global_batch: int, world_size: int) -> int:
+    """`global_batch / world_size`, or a ConfigError when the ranks cannot share the global batch evenly."""
+    if global_batch < world_size or global_batch % world_size:
+        raise ConfigError(f"data.batch_size={global_batch} is the global batch and must divide evenly among the "
+                          f"{world_size} DDP ranks (trainer.devices x trainer.num_nodes); expected a multiple of "
+                          f"{world_size}")
+    return global_batch // world_size
+
 
 def _launches_script(trainer: Trainer) -> bool:
     """True where Lightning itself would re-run `sys.argv` for the other ranks."""
@@ -75,14 +122,24 @@ def _world_size(trainer: Trainer) -> int:
     return int(getattr(strategy, "num_nodes", 1)) * int(getattr(strategy, "num_processes", 1))
 
 
+def ddp_folder(cfg: DictConfig) -> Path:
+    """Where a job's ranks meet on disk (launched ranks' config, failure reports): `<output_dir>/.ddp`."""
+    return Path(cfg.paths.output_dir) / ".ddp"
+
+
 @contextmanager
-def job_ranks(cfg: DictConfig, trainer: Trainer) -> Iterator[Ranks]:
-    """Start the job's other ranks where needed, open the process group, yield this process's `Ranks`; on exit
-    close the group and (rank 0) wait for the ranks it launched. One process without DDP: `Ranks()`."""
+def job_ranks(cfg: DictConfig, trainer: Trainer, folder: str | Path | None = None,
+              task: str = "run") -> Iterator[Ranks]:
+    """Start the job's other ranks where needed (they run `task` of `src.ddp_rank` on `cfg`), open the process
+    group, yield this process's `Ranks`; on exit close the group and (rank 0) wait for the ranks it launched.
+    `folder` (default `ddp_folder(cfg)`) is the same path on every rank. One process without DDP: `Ranks()`.
+    A failure of any rank ends every rank of the job (see the module's docstring)."""
     world = _world_size(trainer)
     if world == 1 or not isinstance(trainer.strategy, DDPStrategy):
         yield Ranks()
         return
+    check_global_batch(int(cfg.data.batch_size), world)  # before any rank starts: one line, once
+    folder = Path(folder) if folder is not None else ddp_folder(cfg)
     children, saved_env, threads = [], {}, torch.get_num_threads()
     if _launches_script(trainer):
         if trainer.num_nodes > 1:
@@ -93,20 +150,27 @@ def job_ranks(cfg: DictConfig, trainer: Trainer) -> Iterator[Ranks]:
         env = {"NODE_RANK": "0", "WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1",
                "MASTER_PORT": str(find_free_network_port())}
         os.environ.update(env, LOCAL_RANK="0")
-        children = _start_ranks(cfg, world, env)
-    watcher = _watch(children)
-    failed = False
+        children = _start_ranks(cfg, folder, world, env, task)
+    watch = FailureWatch(folder, world, children, exclusive=not saved_env)
     try:
-        trainer.strategy.setup_environment()  # opens the process group now; Lightning's fit/test reuse it
-        yield Ranks(trainer.global_rank, world)
-    except BaseException:
-        failed = True  # the other ranks wait in a collective that never comes: end them now
-        raise
+        try:
+            trainer.strategy.setup_environment()  # opens the process group now; Lightning's fit/test reuse it
+            ranks = Ranks(trainer.global_rank, world)
+            watch.start(ranks.rank, attempt=ranks.broadcast(uuid.uuid4().hex[:12]))
+            yield ranks
+        except Exception as error:
+            message = watch.failed(error)  # a process that holds only this job ends in there
+            _reap(children, timeout_s=3.0, check=False)  # the failing one prints and exits; the rest are ended
+            raise (ConfigError if isinstance(error, ConfigError) else RankFailed)(message) from error
+        except BaseException:  # Ctrl+C, exit: the launched ranks go with this one
+            _reap(children, timeout_s=0.0, check=False)
+            raise
+        finally:
+            watch.stop()
+        _reap(children, timeout_s=120.0, check=True)
     finally:
-        watcher.set()
         if dist.is_initialized():
             dist.destroy_process_group()
-        _reap(children, timeout_s=0.0 if failed else 120.0, check=not failed)
         for key, value in saved_env.items():  # the next job of a multirun starts as this one did
             if value is None:
                 os.environ.pop(key, None)
@@ -115,35 +179,129 @@ def job_ranks(cfg: DictConfig, trainer: Trainer) -> Iterator[Ranks]:
         torch.set_num_threads(threads)
 
 
-def _start_ranks(cfg: DictConfig, world: int, env: dict) -> list[subprocess.Popen]:
-    spec = Path(cfg.paths.output_dir) / ".ddp" / "config.yaml"
+def _start_ranks(cfg: DictConfig, folder: Path, world: int, env: dict, task: str) -> list[subprocess.Popen]:
+    if task not in TASKS:
+        raise ValueError(f"task={task!r}; expected one of {TASKS}")
+    spec = folder / "config.yaml"
     spec.parent.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, spec, resolve=True)  # resolved here: `${hydra:...}` only resolves inside the Hydra job
     repo = str(Path(__file__).resolve().parents[2])
     path = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p)
-    return [subprocess.Popen([sys.executable, "-m", "src.ddp_rank", str(spec)], cwd=os.getcwd(),
+    return [subprocess.Popen([sys.executable, "-m", "src.ddp_rank", str(spec), task], cwd=os.getcwd(),
                              env={**os.environ, **env, "LOCAL_RANK": str(rank), "PYTHONPATH": path})
             for rank in range(1, world)]
 
 
-def _watch(children: list[subprocess.Popen]) -> threading.Event:
-    """A rank that dies leaves the others blocked in a collective until its timeout (30 min): end the job at once,
-    as Lightning's own launcher does."""
-    stop = threading.Event()
+def one_line(error: BaseException) -> str:
+    """`error` as one line: its message's first line; for an error re-raised from a DataLoader worker (whose
+    message holds the worker's traceback) the original error's own message."""
+    text = str(error).strip()
+    lines = text.splitlines()
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        head, _, message = lines[-1].strip().partition(": ")
+        return message if message and " " not in head else lines[-1].strip()
+    return lines[0] if lines else type(error).__name__
 
-    def watch() -> None:
-        while not stop.wait(1.0):
-            failed = [c for c in children if c.poll() not in (None, 0)]
-            if failed and not stop.is_set():
-                print(f"error: DDP rank process {failed[0].pid} exited with code {failed[0].returncode}; "
-                      "stopping the job", file=sys.stderr, flush=True)
-                for child in children:
-                    child.kill()
-                os._exit(1)
 
-    if children:
-        threading.Thread(target=watch, daemon=True, name="ddp-rank-watch").start()
-    return stop
+def is_collective_failure(error: BaseException) -> bool:
+    """Whether `error` is a broken collective (a peer gone, an aborted or timed-out group): another rank's failure
+    seen from here, not this rank's own."""
+    if isinstance(error, (RankFailed, getattr(dist, "DistError", RankFailed))):
+        return True
+    text = f"{type(error).__name__} {error}".lower()
+    return any(word in text for word in ("gloo", "nccl", "connection closed", "connection reset", "broken pipe",
+                                         "process group", "timed out"))
+
+
+class FailureWatch:
+    """The failure reports of one DDP attempt: each failing rank writes its one-line error to
+    `<folder>/<attempt>.rank<r>.error`; a thread ends this rank when another rank reports (rank 0 also when a rank
+    it launched dies). `exclusive`: this process holds only this job, so it may print and exit at once."""
+
+    def __init__(self, folder: Path, world: int, children: list[subprocess.Popen], exclusive: bool):
+        self.folder, self.world, self.children, self.exclusive = folder, world, children, exclusive
+        self.rank, self.attempt = 0, ""
+        self.found: str | None = None  # the failing rank's line, once known
+        self._stop = threading.Event()
+        self._ending = threading.Lock()  # one last line per process
+
+    def start(self, rank: int, attempt: str) -> None:
+        self.rank, self.attempt = rank, attempt
+        self.folder.mkdir(parents=True, exist_ok=True)
+        threading.Thread(target=self._watch, daemon=True, name="ddp-rank-watch").start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _file(self, rank: int) -> Path:
+        return self.folder / f"{self.attempt}.rank{rank}.error"
+
+    def _line(self, rank: int, line: str) -> str:
+        return f"DDP rank {rank} of {self.world}: {line}"
+
+    def reported(self) -> str | None:
+        """Another rank's own failure (not a broken collective), or a launched rank that died without a word."""
+        for rank in range(self.world) if self.attempt else ():
+            try:
+                report = json.loads(self._file(rank).read_text()) if rank != self.rank else None
+            except (OSError, ValueError):
+                continue
+            if report is not None and not report["collective"]:
+                return self._line(rank, report["line"])
+        for rank, child in enumerate(self.children, start=1):
+            if child.poll() not in (None, 0):
+                return self._line(rank, f"exited with code {child.returncode} without a report (killed?)")
+        return None
+
+    def _watch(self) -> None:
+        while not self._stop.wait(POLL_S):
+            self.found = self.reported()
+            if self.found is not None:
+                if self.exclusive:
+                    self._end(self.found)
+                _abort_nccl()  # the main thread's collective then returns an error (gloo sees the closed peer)
+                return
+
+    def failed(self, error: BaseException) -> str:
+        """This rank's report of `error`, as one line: its own error, or, when its collective broke because
+        another rank failed, that rank's error (waiting up to GRACE_S for its report). Writes this rank's own
+        report for the others; an exclusive process prints the line and exits here."""
+        collective = is_collective_failure(error)
+        message = str(error) if isinstance(error, RankFailed) else self._line(self.rank, one_line(error))
+        if self.attempt and not isinstance(error, RankFailed):
+            try:
+                write_text_atomic(self._file(self.rank), json.dumps({"line": one_line(error), "collective": collective}))
+            except OSError:
+                pass  # the others still see the closed connection, only later and without the cause
+        if collective:
+            deadline = time.monotonic() + GRACE_S
+            while self.found is None and time.monotonic() < deadline:
+                self.found = self.reported()
+                time.sleep(POLL_S / 5)
+            message = self.found or message
+        elif not isinstance(error, BAD_INPUT):
+            traceback.print_exception(error)  # a bug keeps its traceback, above the one-line summary
+        if self.exclusive:
+            self._end(message)
+        return message
+
+    def _end(self, message: str) -> None:
+        """Print `message` as this process's last line and exit (code 1) without waiting for anything."""
+        if self._ending.acquire(blocking=False):
+            sys.stdout.flush()
+            print(f"error: {message}", file=sys.stderr, flush=True)
+            os._exit(1)
+        time.sleep(3600)  # the other thread is printing and exiting
+
+
+def _abort_nccl() -> None:
+    """Abort an NCCL process group so that a collective waiting for a dead rank returns (best effort: the process
+    group's timeout, trainer.strategy.timeout, remains the backstop)."""
+    try:
+        if dist.is_initialized() and dist.get_backend() == "nccl":
+            dist.distributed_c10d._abort_process_group()
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def _reap(children: list[subprocess.Popen], timeout_s: float, check: bool) -> None:
@@ -158,7 +316,7 @@ def _reap(children: list[subprocess.Popen], timeout_s: float, check: bool) -> No
             child.wait()
     codes = [child.returncode for child in children if child.returncode not in (0, None)]
     if codes and check:
-        raise RuntimeError(f"DDP rank processes exited with codes {codes}")
+        raise RankFailed(f"DDP rank processes exited with codes {codes}")
 
 
 def to_cpu(value):
