@@ -32,6 +32,7 @@ from src.cams import CamSpec
 from src.data.transforms import resize_boxes
 from src.evaluation.checkpoint import EvalCheckpoint, restore_metric_states
 from src.evaluation.protocol import foreground_masks, gt_targets, seed_maps, threshold_range, wsol_scoremaps
+from src.evaluation.reduction import evaluation_metrics, share_empty_states, to_reduction_device
 from src.metrics import MaxBoxAccV2, PxAP, SeedMIoU
 
 
@@ -155,15 +156,15 @@ class CamEvaluation(pl.LightningModule):
 
     def results(self, device: torch.device | str | None = None) -> dict:
         """Final metrics: percent values under the names of the results contract, plus details. Under DDP every
-        rank calls it: the metric states of all ranks are summed (on `device`, the strategy's root device, which
-        the collective backend needs: NCCL works on GPU tensors; Lightning moved the module to the CPU after `test`)."""
+        rank calls it: every metric state of every rank (metrics and counters: `reduction.py` finds them all) is
+        reduced on `device`, the strategy's root device, which the collective backend needs (NCCL works on GPU
+        tensors; Lightning moved the module to the CPU after `test`)."""
         if self._results is not None:
             return self._results
         tick = time.perf_counter()
         self._restore()  # a resumed evaluation with no batch left never ran `on_test_start`
-        if device is not None:
-            for metric in (self.cls_map, self.n_scored, self.metrics):
-                metric.to(device)
+        metrics = to_reduction_device(self, device) if device is not None else evaluation_metrics(self)
+        share_empty_states(metrics)  # a rank that scored nothing still gathers with the others
         out = {"metrics": {"cls_mAP": float(self.cls_map.compute()) * 100}, "details": {},
                "n_scored": int(self.n_scored.compute())}
         if "seed" in self.metrics:

@@ -2,7 +2,8 @@
 
 Lightning's default `DistributedSampler` pads the split to a multiple of the world size by repeating images, and
 summed metric states then count those images twice. `ShardSampler` gives rank r the r-th contiguous share
-(sizes differ by at most one; rank 0 starts at image 0, so the figure shows the same images as one process);
+(sizes differ by at most one, the larger shares first: rank 0 starts at image 0 and has one whenever the split
+does, so the figure shows the same images as one process; a rank may get none, e.g. 3 ranks on 2 images);
 being a `DistributedSampler`, Lightning keeps it as it is. `start` skips a rank's first images (a resumed
 evaluation, `src.evaluation.checkpoint`).
 """
@@ -22,8 +23,9 @@ class ShardSampler(DistributedSampler):
         # Not super().__init__: it asks torch.distributed for the world even when told it, and sets padded sizes.
         self.dataset, self.num_replicas, self.rank = dataset, int(num_replicas), int(rank)
         self.shuffle, self.drop_last, self.epoch, self.seed = False, False, 0, 0
-        n = len(dataset)
-        self.lo, self.hi = n * self.rank // self.num_replicas, n * (self.rank + 1) // self.num_replicas
+        base, extra = divmod(len(dataset), self.num_replicas)  # the first `extra` ranks take one more
+        self.lo = self.rank * base + min(self.rank, extra)
+        self.hi = self.lo + base + int(self.rank < extra)
         self.start = min(max(int(start), 0), self.hi - self.lo)
         self.num_samples = self.total_size = self.hi - self.lo - self.start
 

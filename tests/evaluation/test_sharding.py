@@ -14,10 +14,11 @@ def test_shards_cover_the_split_once_without_padding(n, world):
     assert sum(shards, []) == list(range(n))  # concatenated in rank order: the split, each index once
     assert [len(ShardSampler(range(n), world, r)) for r in range(world)] == [len(s) for s in shards]
     assert max(map(len, shards)) - min(map(len, shards)) <= 1
+    assert [len(s) for s in shards] == sorted(map(len, shards), reverse=True)  # rank 0 has an image if any
 
 
 def test_lightning_keeps_the_sampler_and_a_resume_skips_batches():
-    sampler = ShardSampler(range(7), 2, 1, start=2)
+    sampler = ShardSampler(range(7), 2, 1, start=1)  # rank 1's share: [4, 5, 6]
     assert isinstance(sampler, DistributedSampler)  # Lightning replaces any other sampler by a padding one
     assert list(sampler) == [5, 6]
     loader = sharded_loader(DataLoader(list(range(10)), batch_size=3), num_replicas=2, rank=0, start_batch=1)
