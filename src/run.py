@@ -14,6 +14,7 @@ from hydra.types import RunMode
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
+import src.jobs.launcher_schema  # noqa: F401  (registers the SLURM launcher's schema with srun_args)
 import src.jobs.resolvers  # noqa: F401  (registers ${safe_dirname:...} and ${named_or:...})
 from src.evaluation.checkpoint import remove_checkpoints
 from src.jobs.cache import train_or_load

@@ -1,5 +1,6 @@
-"""The SLURM launcher configs: resources follow the trainer (one task per device) and Hydra loads them
-without its schema-name warning."""
+"""The SLURM launcher configs: resources follow the trainer (one task per device), in the gpus-per-node and the
+gres forms; a failing task ends its job's others (srun --kill-on-bad-exit); Hydra loads them without its
+schema-name warning."""
 from __future__ import annotations
 
 import warnings
@@ -7,6 +8,7 @@ import warnings
 import pytest
 from hydra import compose, initialize_config_dir
 
+import src.jobs.launcher_schema  # noqa: F401  (as `python -m src.run` does: the schema with srun_args)
 from tests.conftest import REPO
 
 
@@ -43,3 +45,20 @@ def test_launcher_configs_extend_the_plugin_schema_without_warning(name):
     assert conf._target_.startswith("hydra_plugins.hydra_submitit_launcher.")
     assert "signal_delay_s" in conf or name == "local"  # the schema's fields came with it
     assert not [w for w in warned if "ConfigStore schema" in w], warned
+
+
+@pytest.mark.parametrize("devices", [1, 4])
+def test_gres_form_keeps_one_task_per_device(devices):
+    # README's gres recipe: the GPUs as a gres, gpus_per_node unset; tasks per node still follow trainer.devices.
+    trainer = ["trainer=gpu"] if devices == 1 else ["trainer=ddp", f"trainer.devices={devices}"]
+    conf, _ = launcher(["hydra/launcher=slurm", *trainer, f"hydra.launcher.gres=gpu:a100:{devices}",
+                        "hydra.launcher.gpus_per_node=null"])
+    assert (conf.gres, conf.gpus_per_node, conf.tasks_per_node) == (f"gpu:a100:{devices}", None, devices)
+
+
+@pytest.mark.parametrize("name", ["slurm", "slurm_cpu"])
+def test_a_failing_task_ends_the_jobs_other_tasks(name):
+    conf, _ = launcher([f"hydra/launcher={name}"])
+    assert "--kill-on-bad-exit=1" in conf.srun_args
+    conf, _ = launcher([f"hydra/launcher={name}", 'hydra.launcher.srun_args=["--kill-on-bad-exit=1","--cpu-bind=none"]'])
+    assert list(conf.srun_args) == ["--kill-on-bad-exit=1", "--cpu-bind=none"]
