@@ -3,7 +3,10 @@
 #   1. a short job with trainer=gpu (16-mixed training; the CAM pass computes in float32), results.json written;
 #   2. CAM parity on CUDA: every method's maps under autocast(fp16) equal its fp32 maps (the engine computes in
 #      float32 whatever autocast is active);
-#   3. the BLS fitted from features extracted on CUDA equals the one from CPU features (cam_weights).
+#   3. the BLS fitted on CUDA by the job's own fitting step (BLSFitting, TF32 left on around it as a job leaves
+#      it: the extraction turns it off inside) equals the CPU fit to 1e-4 (cam_weights, relative);
+#   4. a trainer=ddp job through the whole pipeline on every GPU found (2 or more exercise NCCL: the
+#      collectives, the metric reduction on the GPU, the BLS broadcast); results.json says how many ranks.
 # Timings of each step are printed. Without CUDA it says so and exits 0 (nothing to check on this machine).
 #   bash scripts/gpu_check.sh [workdir]     (default: a fresh temp dir, removed afterwards)
 set -euo pipefail
@@ -64,23 +67,42 @@ for name in sorted(CAM_METHODS):
           f"({time.perf_counter() - tick:.2f} s for both)")
 if worst > 1e-4:
     sys.exit(f"gpu_check: FAILED: CAM maps under AMP differ from fp32 by {worst:.2e} (> 1e-4)")
-# TF32 (on by default for cuDNN convolutions) rounds features to ~1e-3 relative, which the ridge solve
-# amplifies (1e-2 in cam_weights on an H200): report it, then check the code path with TF32 off.
-tf32, _ = fit_bls(net, dm.train_subset_eval_dataloader(), ["layer3", "layer4"], 50.0, 256, cuda)
-torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+# 3. The job's own fitting step (src/bls/fitting.py, what fit_cam_method calls), with TF32 on around it as in a
+# job (cuDNN's default): the extraction must turn it off itself, then restore it.
+from src.bls import BLSFitting
+
+torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+fitting = BLSFitting(["layer3", "layer4"], alpha=50.0, step=256)
 tick = time.perf_counter()
-on_gpu, _ = fit_bls(net, dm.train_subset_eval_dataloader(), ["layer3", "layer4"], 50.0, 256, cuda)
+on_gpu, _ = fitting(net, dm, cuda)
 gpu_s = time.perf_counter() - tick
+if not (torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32):
+    sys.exit("gpu_check: FAILED: the BLS fitting step left TF32 switched off (it must restore the caller's setting)")
 tick = time.perf_counter()
-on_cpu, _ = fit_bls(net.cpu(), dm.train_subset_eval_dataloader(), ["layer3", "layer4"], 50.0, 256, "cpu")
+on_cpu, _ = fitting(net.cpu(), dm, "cpu")
 cpu_s = time.perf_counter() - tick
 a, b = on_gpu.cam_weights.cpu(), on_cpu.cam_weights
-print(f"gpu_check: 3. BLS cam_weights with TF32 vs CPU max rel diff = "
-      f"{float((tf32.cam_weights.cpu() - b).abs().max() / b.abs().max()):.2e} (information only)")
 rel = float((a - b).abs().max() / b.abs().max())
-print(f"gpu_check: 3. BLS cam_weights CUDA (TF32 off) vs CPU max rel diff = {rel:.2e} (fit+features {gpu_s:.2f} s CUDA, "
-      f"{cpu_s:.2f} s CPU)")
+print(f"gpu_check: 3. BLS cam_weights CUDA vs CPU through BLSFitting (TF32 on outside) max rel diff = {rel:.2e} "
+      f"(fit+features {gpu_s:.2f} s CUDA, {cpu_s:.2f} s CPU)")
 if rel > 1e-4:  # fp32 features differ by cuDNN summation order (~1e-6 relative); the float64 solve keeps it small
     sys.exit(f"gpu_check: FAILED: BLS on CUDA differs from CPU by {rel:.2e} (> 1e-4)")
-print("gpu_check: all CUDA checks passed")
+print("gpu_check: steps 2-3 passed")
 PY
+
+# 4. DDP on every GPU: the whole pipeline (train, BLS broadcast, CAM pass, metric reduction on the GPUs).
+gpus=$("$PYTHON" -c "import torch; print(torch.cuda.device_count())")
+SECONDS=0
+WANDB_MODE=disabled "$PYTHON" -m src.run trainer=ddp "trainer.devices=$gpus" debug=fast data.num_train=240 \
+  data.num_val=33 data.num_test=32 data.image_size=128 data.batch_size=$((8 * gpus)) logger=csv \
+  "paths.cache_dir=$work/cache" "hydra.run.dir=$work/ddp" >"$work/ddp.log" 2>&1 \
+  || { tail -30 "$work/ddp.log"; echo "gpu_check: FAILED: the trainer=ddp job on $gpus GPU(s)"; exit 1; }
+"$PYTHON" - "$work/ddp/results.json" "$gpus" <<'PY' || exit 1
+import json, sys
+results = json.load(open(sys.argv[1]))
+ranks, expected = results["ranks"], int(sys.argv[2])
+if ranks != expected or results["n_eval"] != 33:
+    sys.exit(f"gpu_check: FAILED: the DDP job ran {ranks} ranks (expected {expected}), scored {results['n_eval']} of 33")
+PY
+echo "gpu_check: 4. trainer=ddp job on $gpus GPU(s) ok in ${SECONDS} s ($work/ddp)"
+echo "gpu_check: all CUDA checks passed"

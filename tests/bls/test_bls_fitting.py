@@ -118,3 +118,18 @@ def test_fit_bls_returns_the_model_and_its_provenance():
     bls, info = fit_bls(net, DataLoader(data, batch_size=5), ["stage2"], alpha=10.0, step=256, device="cpu")
     assert (info["n"], info["d"], info["C"]) == (12, 10, NUM_CLASSES) and bls.cam_weights.shape == (10, NUM_CLASSES)
     assert torch.equal(info["indices"], torch.arange(12)) and bls.stages == ["stage2"]
+
+
+def test_features_are_extracted_with_tf32_off_and_the_callers_setting_restored():
+    # cuDNN's default TF32 made a CUDA fit differ from the CPU fit by 1e-2 (issue 19): off during the forward only.
+    net, data, seen = TinyNet(), RandomImages(4), []
+    net.stage1.register_forward_hook(lambda *_: seen.append((torch.backends.cudnn.allow_tf32,
+                                                             torch.backends.cuda.matmul.allow_tf32)))
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        extract_gap_features(net, DataLoader(data, batch_size=4), ["stage1", "stage2"], "cpu")
+        assert seen == [(False, False)]
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
