@@ -79,6 +79,9 @@ class CamEvaluation(pl.LightningModule):
         self._resume = self.checkpoint.load() if self.checkpoint else None
         self.batches_done = self._resume["batches_done"] if self._resume else 0
         self._results: dict | None = None
+        # A rank may have nothing to score (a split smaller than the world size): its share is empty, and
+        # `results()` still reduces with the others (`reduction.py`).
+        self.allow_zero_length_dataloader_with_multiple_devices = True
 
     def on_test_start(self) -> None:
         self.net.eval()

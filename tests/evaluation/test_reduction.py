@@ -6,7 +6,6 @@ import pytest
 import torch
 from torchmetrics import Metric
 
-import src.evaluation.module as module_file
 from src.cams import CamSpec
 from src.evaluation import CamEvaluation
 from src.models.backbones import build_backbone
@@ -28,7 +27,7 @@ def every_state(evaluation: CamEvaluation) -> dict[str, torch.Tensor]:
     return states
 
 
-def test_every_registered_evaluation_state_is_on_the_reduction_device(monkeypatch):
+def test_every_registered_evaluation_state_is_on_the_reduction_device():
     net = build_backbone("resnet18", 3, None, 32).eval()
     evaluation = CamEvaluation(net, CamSpec("cam", ["layer4"], {}), 3, seed_background=False, ignore_index=255,
                                metric_names=["seed_mIoU", "PxAP", "MaxBoxAccV2"], seed_thresholds=[0.5],
@@ -37,11 +36,11 @@ def test_every_registered_evaluation_state_is_on_the_reduction_device(monkeypatc
     assert {t.device.type for t in every_state(evaluation).values()} == {"cpu"}
     seen = {}
 
-    def spy(metrics):
+    def first_compute():  # the reduction's first step: every state must be on its device by then
         seen.update({name: tensor.device.type for name, tensor in every_state(evaluation).items()})
         raise Reduced
 
-    monkeypatch.setattr(module_file, "share_empty_states", spy)
+    evaluation.cls_map.compute = first_compute
     with pytest.raises(Reduced):
         evaluation.results("meta")  # a device other than the states' own (the test has no GPU)
     left = {name: device for name, device in seen.items() if device != "meta"}
