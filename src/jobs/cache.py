@@ -35,10 +35,11 @@ from torch import nn
 from src.jobs.distributed import Ranks
 from src.jobs.pretrained_cache import is_pretrained_name, pretrain_config, pretrained_key
 
+LOCK_POLL_S = 2.0  # DDP: how often rank 0 tries a key's lock that another job holds
 # Keys of the data config that change how a job evaluates or loads, not which classifier it trains.
 _DATA_KEYS_NOT_IN_KEY = {"eval_split", "eval_batch_size", "num_workers", "pin_memory", "num_val", "num_test",
                          "on_corrupt"}
-# Keys of the trainer config that change where or how fast it runs, not what it learns.
+# Keys of the trainer config that change what it learns (not the device count: `data.batch_size` is global).
 _TRAINER_KEYS_IN_KEY = {"max_steps", "max_epochs", "precision", "accumulate_grad_batches", "gradient_clip_val"}
 
 
@@ -162,7 +163,9 @@ def train_or_load(cfg: DictConfig, model: LightningModule, datamodule: Lightning
 def classifier_protocol(cfg: DictConfig, model: LightningModule, datamodule: LightningDataModule, trainer: Trainer,
                         ranks: Ranks = Ranks(), stage: bool = False) -> tuple[float, dict, str]:
     """The one protocol of every job that needs the classifier, one process or DDP however its ranks started:
-    rank 0 takes the key's lock and holds it to the end, decides hit or miss and tells the others; on a miss
+    rank 0 takes the key's lock and holds it to the end (under DDP it tries every LOCK_POLL_S, so that the
+    other ranks never wait in one collective for as long as another job's training), decides hit or miss and
+    tells the others; on a miss
     every rank trains (each on `data.batch_size / world_size` images per step: the batch is global, so the
     recipe, and the key, do not depend on the device count) and rank 0 saves; then every rank that does not
     hold the saved weights loads them (on a hit all ranks; after DDP training ranks > 0, whose batch-norm
@@ -176,12 +179,14 @@ def classifier_protocol(cfg: DictConfig, model: LightningModule, datamodule: Lig
     tick = time.perf_counter()
     launch = ranks.broadcast(sweep_launch_id())  # rank 0's Hydra config names the launch
     with ExitStack() as held:
-        decision = None
-        if ranks.is_zero:
-            locked = held.enter_context(cache.lock(key, wait=not stage))
-            force = bool(cfg.get("force_retrain", False))
-            decision = "busy" if not locked else "train" if must_train(cache, key, force, launch) else "hit"
-        decision = ranks.broadcast(decision)
+        decision = "wait"
+        while decision == "wait":  # DDP: the other ranks wait in short broadcasts, never one as long as a training
+            if ranks.is_zero:
+                decision = _decide(held, cache, key, bool(cfg.get("force_retrain", False)), launch,
+                                   wait=not (stage or ranks.distributed), stage=stage)
+            decision = ranks.broadcast(decision)
+            if decision == "wait":
+                time.sleep(LOCK_POLL_S)
         if decision == "train":
             datamodule.batch_size = ranks.batch_share(int(cfg.data.batch_size))
             trainer.fit(model, datamodule=datamodule)
@@ -196,3 +201,15 @@ def classifier_protocol(cfg: DictConfig, model: LightningModule, datamodule: Lig
         print(f"[cache hit] classifier {key} loaded from {cache.path(key)}")
     info = {"key": key, "dir": str(cache.path(key)), "cache_hit": decision == "hit"}
     return time.perf_counter() - tick, info, decision
+
+
+def _decide(held: ExitStack, cache: ClassifierCache, key: str, force: bool, launch: str | None, wait: bool,
+            stage: bool) -> str:
+    """Rank 0's decision: "train" or "hit" with the key's lock taken into `held`; without the lock (another job
+    holds it) "busy" for the classifiers stage, else "wait" (try again)."""
+    attempt = ExitStack()
+    if not attempt.enter_context(cache.lock(key, wait=wait)):
+        attempt.close()
+        return "busy" if stage else "wait"
+    held.enter_context(attempt.pop_all())
+    return "train" if must_train(cache, key, force, launch) else "hit"
