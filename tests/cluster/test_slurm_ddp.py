@@ -23,8 +23,9 @@ TIMEOUT_S = 1800  # the jobs queue behind each other on the cluster's 2 CPUs
 
 
 def array_tasks(sweep) -> list[str]:
-    """The SLURM jobs of a sweep: submitit's folders, `<array job>_<index>` (or `<job>` for a single job)."""
-    return sorted(p.name for p in (sweep / ".submitit").iterdir() if p.is_dir() and p.name[:1].isdigit())
+    """The SLURM jobs of a sweep: submitit's folders with task logs, `<array job>_<index>` (or `<job>` for a single
+    job; an array's own folder holds only its submission script)."""
+    return sorted(p.name for p in (sweep / ".submitit").iterdir() if p.is_dir() and any(p.glob("*_log.out")))
 
 
 def test_ddp_sweep_on_slurm_scores_like_one_process(slurm_cluster, tmp_path):

@@ -106,3 +106,15 @@ def test_a_failing_rank_ends_only_its_job_of_a_local_multirun(broken_voc, tmp_pa
         == [f"error: DDP rank 1 of 2: {bad}: unreadable image (Truncated File Read); expected a JPEG or PNG file"] * 2
     done = [json.loads(p.read_text()) for p in sweep.glob("*/results.json")]
     assert [(r["ranks"], r["n_eval"]) for r in done] == [(2, 5)]  # the train split's job completed
+
+
+@pytest.mark.slow
+def test_pretraining_under_ddp_follows_the_rank_protocol(tmp_path):
+    tiny = ["data.image_size=24", "data.num_train=24", "data.num_val=8", "data.batch_size=8", "trainer.max_steps=3",
+            "checkpoint_every=1", "progress_bar=false", "trainer.accelerator=cpu", "+trainer.strategy=ddp",
+            "trainer.devices=2", f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'run'}"]
+    result = run_cli(tiny, module="src.pretrain", timeout=TIMEOUT_S)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [entry] = (tmp_path / "cache" / "pretrained").glob("synthetic_pretrained-*/")
+    assert json.loads((entry / "meta.json").read_text())["steps"] == 3 and (entry / "backbone.pt").is_file()
+    assert result.stdout.count("[pretrained]") == 1 and not list(entry.parent.glob(".*partial"))
