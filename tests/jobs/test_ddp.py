@@ -46,6 +46,9 @@ def test_ddp_job_scores_like_one_process(cache_dir, tmp_path):
 
     single = _one_process(cache_dir, tmp_path / "single", [])
     assert single["ranks"] == 1 and single["classifier"]["cache_hit"]
+    # One recipe on any device count: data.batch_size (8) is the global batch, 4 per rank here, so the two jobs
+    # share a key because they train the same thing (not because the key ignores a difference).
+    assert (ddp["rank_batch_size"], single["rank_batch_size"]) == (4, 8)
     assert single["classifier"]["key"] == ddp["classifier"]["key"]
     assert ddp["metrics"] == pytest.approx(single["metrics"], abs=1e-6)
     assert flat(ddp["details"]["seed_curve"]) == pytest.approx(flat(single["details"]["seed_curve"]), abs=1e-6)
