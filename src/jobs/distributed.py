@@ -42,7 +42,7 @@ import torch.distributed as dist
 from lightning_fabric.plugins.environments.lightning import find_free_network_port
 from lightning_fabric.utilities.distributed import _set_num_threads_if_needed
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning import Trainer
+from pytorch_lightning import Callback, Trainer
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
@@ -157,6 +157,7 @@ def job_ranks(cfg: DictConfig, trainer: Trainer, folder: str | Path | None = Non
             trainer.strategy.setup_environment()  # opens the process group now; Lightning's fit/test reuse it
             ranks = Ranks(trainer.global_rank, world)
             watch.start(ranks.rank, attempt=ranks.broadcast(uuid.uuid4().hex[:12]))
+            trainer.callbacks.append(StopOnRankFailure(watch))  # a rank busy in its own batches stops too
             yield ranks
         except Exception as error:
             message = watch.failed(error)  # a process that holds only this job ends in there
@@ -270,7 +271,8 @@ class FailureWatch:
         message = str(error) if isinstance(error, RankFailed) else self._line(self.rank, one_line(error))
         if self.attempt and not isinstance(error, RankFailed):
             try:
-                write_text_atomic(self._file(self.rank), json.dumps({"line": one_line(error), "collective": collective}))
+                report = {"line": one_line(error), "collective": collective}
+                write_text_atomic(self._file(self.rank), json.dumps(report))
             except OSError:
                 pass  # the others still see the closed connection, only later and without the cause
         if collective:
@@ -292,6 +294,20 @@ class FailureWatch:
             print(f"error: {message}", file=sys.stderr, flush=True)
             os._exit(1)
         time.sleep(3600)  # the other thread is printing and exiting
+
+
+class StopOnRankFailure(Callback):
+    """Ends this rank's training or CAM pass at its next batch once another rank has failed: work that is not a
+    collective (a rank's own share of the evaluation) would otherwise go on until the next collective."""
+
+    def __init__(self, watch: FailureWatch):
+        self.watch = watch
+
+    def _check(self, *args, **kwargs) -> None:
+        if self.watch.found is not None:
+            raise RankFailed(self.watch.found)
+
+    on_train_batch_start = on_test_batch_start = on_validation_batch_start = on_predict_batch_start = _check
 
 
 def _abort_nccl() -> None:

@@ -60,5 +60,6 @@ def test_gres_form_keeps_one_task_per_device(devices):
 def test_a_failing_task_ends_the_jobs_other_tasks(name):
     conf, _ = launcher([f"hydra/launcher={name}"])
     assert "--kill-on-bad-exit=1" in conf.srun_args
-    conf, _ = launcher([f"hydra/launcher={name}", 'hydra.launcher.srun_args=["--kill-on-bad-exit=1","--cpu-bind=none"]'])
+    more = 'hydra.launcher.srun_args=["--kill-on-bad-exit=1","--cpu-bind=none"]'
+    conf, _ = launcher([f"hydra/launcher={name}", more])
     assert list(conf.srun_args) == ["--kill-on-bad-exit=1", "--cpu-bind=none"]

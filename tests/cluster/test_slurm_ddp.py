@@ -13,7 +13,7 @@ from src.run import run_job
 from tests.cluster.test_slurm import sacct_states, slurm, slurm_cluster  # noqa: F401  (the fixture)
 from tests.conftest import TINY_JOB
 from tests.helpers import compose_config, run_cli
-from tests.jobs.test_ddp_ranks import BAD_IMAGE, CPU_DDP, broken_voc, voc_ddp  # noqa: F401  (the fixture)
+from tests.jobs.test_ddp_ranks import CPU_DDP, broken_voc, voc_ddp  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from src.jobs.config_checks import ConfigError
-from src.jobs.distributed import Ranks, check_global_batch, one_line
+from src.jobs.distributed import FailureWatch, RankFailed, Ranks, StopOnRankFailure, check_global_batch, one_line
 from src.run import run_job
 from tests.conftest import TINY_JOB
 from tests.data.layouts import make_voc
@@ -118,3 +118,14 @@ def test_pretraining_under_ddp_follows_the_rank_protocol(tmp_path):
     [entry] = (tmp_path / "cache" / "pretrained").glob("synthetic_pretrained-*/")
     assert json.loads((entry / "meta.json").read_text())["steps"] == 3 and (entry / "backbone.pt").is_file()
     assert result.stdout.count("[pretrained]") == 1 and not list(entry.parent.glob(".*partial"))
+
+
+def test_a_rank_busy_with_its_own_batches_stops_at_the_next_once_another_failed(tmp_path):
+    watch = FailureWatch(tmp_path, world=2, children=[], exclusive=False)
+    stop = StopOnRankFailure(watch)
+    stop.on_test_batch_start(None, None, {}, 0)  # nothing reported: the pass goes on
+    watch.found = "DDP rank 1 of 2: /d/a.jpg: unreadable image"
+    with pytest.raises(RankFailed, match="rank 1 of 2: /d/a.jpg"):
+        stop.on_test_batch_start(None, None, {}, 1)
+    with pytest.raises(RankFailed):
+        stop.on_train_batch_start(None, None, {}, 0)
