@@ -259,7 +259,8 @@ class FailureWatch:
             self.found = self.reported()
             if self.found is not None:
                 if self.exclusive:
-                    self._end(self.found)
+                    self._end(self.found, origin=False)
+                self._mark_ended()  # rank 0 of a launching job: its line follows once its collective breaks
                 _abort_nccl()  # the main thread's collective then returns an error (gloo sees the closed peer)
                 return
 
@@ -284,16 +285,36 @@ class FailureWatch:
         elif not isinstance(error, BAD_INPUT):
             traceback.print_exception(error)  # a bug keeps its traceback, above the one-line summary
         if self.exclusive:
-            self._end(message)
+            self._end(message, origin=self.found is None)
+        self._mark_ended()
         return message
 
-    def _end(self, message: str) -> None:
-        """Print `message` as this process's last line and exit (code 1) without waiting for anything."""
-        if self._ending.acquire(blocking=False):
-            sys.stdout.flush()
-            print(f"error: {message}", file=sys.stderr, flush=True)
-            os._exit(1)
-        time.sleep(3600)  # the other thread is printing and exiting
+    def _ended(self, rank: int) -> Path:
+        return self._file(rank).with_suffix(".ended")
+
+    def _mark_ended(self) -> None:
+        """Tell the failing rank that this one has (or is about to have) its last line out."""
+        if self.attempt:
+            try:
+                self._ended(self.rank).touch()
+            except OSError:
+                pass
+
+    def _end(self, message: str, origin: bool) -> None:
+        """Print `message` as this process's last line and exit at once. The rank whose own error it is (`origin`)
+        first waits (up to GRACE_S) for the others to have printed it too and exits 1; the others exit 0. So under
+        SLURM the first non-zero exit, which `--kill-on-bad-exit` answers by cancelling the step, comes last
+        and cuts no rank's line (it still ends a rank that cannot report)."""
+        if not self._ending.acquire(blocking=False):
+            time.sleep(3600)  # the other thread is printing and exiting
+        sys.stdout.flush()
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        self._mark_ended()
+        deadline = time.monotonic() + GRACE_S
+        while origin and self.attempt and time.monotonic() < deadline and not all(
+                self._ended(rank).exists() for rank in range(self.world)):
+            time.sleep(POLL_S / 5)
+        os._exit(1 if origin else 0)
 
 
 class StopOnRankFailure(Callback):
