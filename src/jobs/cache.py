@@ -163,14 +163,13 @@ def train_or_load(cfg: DictConfig, model: LightningModule, datamodule: Lightning
 def classifier_protocol(cfg: DictConfig, model: LightningModule, datamodule: LightningDataModule, trainer: Trainer,
                         ranks: Ranks = Ranks(), stage: bool = False) -> tuple[float, dict, str]:
     """The one protocol of every job that needs the classifier, one process or DDP however its ranks started:
-    rank 0 takes the key's lock and holds it to the end (under DDP it tries every LOCK_POLL_S, so that the
-    other ranks never wait in one collective for as long as another job's training), decides hit or miss and
-    tells the others; on a miss
-    every rank trains (each on `data.batch_size / world_size` images per step: the batch is global, so the
-    recipe, and the key, do not depend on the device count) and rank 0 saves; then every rank that does not
-    hold the saved weights loads them (on a hit all ranks; after DDP training ranks > 0, whose batch-norm
-    statistics are their own). Holding the lock across it all, of two racing jobs one trains and the other then
-    loads, and no save interleaves with another job's or with a load.
+    rank 0 takes the key's lock and holds it to the end (under DDP it tries every LOCK_POLL_S, so that the other
+    ranks never wait in one collective for as long as another job's training), decides hit or miss and tells
+    the others; on a miss every rank trains (each on `data.batch_size / world_size` images per step: the batch is
+    global, so the recipe, and the key, do not depend on the device count) and rank 0 saves; then every rank that
+    does not hold the saved weights loads them (on a hit all ranks; after DDP training ranks > 0, whose
+    batch-norm statistics are their own). Holding the lock across it all, of two racing jobs one trains and the
+    other then loads, and no save interleaves with another job's or with a load.
 
     With `stage` (the classifiers stage): a cached classifier is not loaded, and a key whose lock another job
     holds is left to it. Returns (seconds, info as `train_or_load`, decision: "hit", "train" or "busy")."""
