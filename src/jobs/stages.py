@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from src.jobs.cache import ClassifierCache, classifier_key, must_train, sweep_launch_id, train_or_load_held
+from src.jobs.preemption import PREEMPTION, trainer_plugins
 from src.jobs.setup import finish_loggers, prepare_job
 from src.reporting.results import write_json_atomic
 
@@ -42,11 +43,14 @@ def train_classifier_only(cfg: DictConfig) -> dict:
         pl.seed_everything(int(cfg.seed), workers=True, verbose=False)  # as src.run: same classifier either way
         job = prepare_job(cfg)
         try:
-            trainer = hydra.utils.instantiate(cfg.trainer, logger=job.loggers, callbacks=job.callbacks)
+            PREEMPTION.install()  # a submitit SLURM job: the requeue signal waits for a training checkpoint
+            trainer = hydra.utils.instantiate(cfg.trainer, logger=job.loggers, callbacks=job.callbacks,
+                                              plugins=trainer_plugins())
             train_s, info = train_or_load_held(cfg, cache, key, job.model, job.datamodule, trainer)
         finally:
             finish_loggers(job.loggers)
-    summary.update(trained=not info["cache_hit"], train_s=round(train_s, 3),
+    summary.update(trained=not info["cache_hit"], identity=info["identity"],
+                   resumed_from_steps=info["resumed_from_steps"], train_s=round(train_s, 3),
                    total_s=round(time.perf_counter() - started, 3), n_train=len(job.datamodule.subset_indices))
     write_json_atomic(Path(cfg.paths.output_dir) / CLASSIFIER_FILE, summary)
     print(f"[classifier {key}] trained on {summary['n_train']} images in {summary['train_s']:.1f} s")
