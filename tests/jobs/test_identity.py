@@ -111,12 +111,14 @@ def test_stale_per_image_counts_are_refused_and_a_run_without_them_removes_them(
     run_job(compose_config(job))
     other = [o.replace(str(tmp_path / "job"), str(tmp_path / "other")) for o in job] + ["seed=16"]
     run_job(compose_config(other))
-    assert read_per_image(tmp_path / "job")["job"]["classifier"]["key"] == classifier_key(compose_config(job))
+    own = (tmp_path / "job" / PER_IMAGE_FILE).read_bytes()
 
     # A job killed between its two writes: another run's counts beside these results.
     shutil.copy(tmp_path / "other" / PER_IMAGE_FILE, tmp_path / "job" / PER_IMAGE_FILE)
     with pytest.raises(ValueError, match=f"{PER_IMAGE_FILE}: stale per-image counts"):
         read_per_image(tmp_path / "job")
+    (tmp_path / "job" / PER_IMAGE_FILE).write_bytes(own)
+    assert read_per_image(tmp_path / "job")["job"]["classifier"]["key"] == classifier_key(compose_config(job))
 
     run_job(compose_config(job + ["overwrite=true", "eval.per_image_scores=false"]))
     assert not (tmp_path / "job" / PER_IMAGE_FILE).exists() and read_per_image(tmp_path / "job") is None
