@@ -109,4 +109,6 @@ def fit_resumable(cfg: DictConfig, key: str, model: LightningModule, datamodule:
     finally:
         trainer.callbacks.remove(callback)
         PREEMPTION.defer(False)
+    if saved:
+        print(f"[train] classifier {key}: trained to step {trainer.global_step} (resumed from {resumed_from})")
     return resumed_from
