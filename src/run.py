@@ -19,8 +19,8 @@ from src.jobs.cache import train_or_load
 from src.jobs.config_checks import ConfigError, check_group_overrides
 from src.jobs.distributed import Ranks, job_ranks
 from src.jobs.identity import weights_sha1
-from src.jobs.preemption import (PREEMPTION, EvaluationRequeue, choose_requeue_signal, remove_lightning_hpc_checkpoints,
-                                 trainer_plugins)
+from src.jobs.preemption import (EvaluationRequeue, choose_requeue_signal, install_requeue_handler,
+                                 remove_lightning_hpc_checkpoints, trainer_plugins)
 from src.jobs.setup import (JobInputs, build_evaluation, build_export, evaluation_loader, finish_loggers,
                             fit_cam_method, prepare_job)
 from src.jobs.stages import STAGES, train_classifier_only
@@ -50,7 +50,7 @@ def run_job(cfg: DictConfig) -> dict:
     if done is not None:
         print(f"[skip] {out / 'results.json'} exists for this config and classifier (overwrite=true redoes it)")
         return done
-    PREEMPTION.install()  # a submitit SLURM job: its requeue signal waits for a checkpoint boundary
+    install_requeue_handler()  # a submitit SLURM job: its requeue signal waits for a checkpoint boundary
     remove_lightning_hpc_checkpoints(out)
     # Before anything random is built: weight init, data order, augmentation and (workers=True) each loader
     # worker's RNG follow `seed`. On the CPU this makes a job's metrics repeatable; on CUDA, atomics in

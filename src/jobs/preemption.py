@@ -82,6 +82,8 @@ class Preemption:
         self._submitit_handler, self._signum, self._pid = current, signum, os.getpid()
         self.requested = False
         signal.signal(signum, self._on_signal)
+        print(f"[requeue] submitit requeues this job on {signal.Signals(signum).name}, after a checkpoint when it "
+              "arrives during training or the CAM pass", flush=True)
         return True
 
     def defer(self, on: bool) -> None:
@@ -108,6 +110,12 @@ class Preemption:
 
 
 PREEMPTION = Preemption()
+
+
+def install_requeue_handler() -> bool:
+    """`PREEMPTION.install()`, for entry points: under submitit `src.run`'s functions are pickled by value (it runs
+    as `__main__`), so they must reach this module's one instance through a function, not hold their own copy."""
+    return PREEMPTION.install()
 
 
 class EvaluationRequeue(Callback):

@@ -17,7 +17,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from src.jobs.cache import ClassifierCache, classifier_key, must_train, sweep_launch_id, train_or_load_held
-from src.jobs.preemption import PREEMPTION, trainer_plugins
+from src.jobs.preemption import install_requeue_handler, trainer_plugins
 from src.jobs.setup import finish_loggers, prepare_job
 from src.reporting.results import write_json_atomic
 
@@ -43,7 +43,7 @@ def train_classifier_only(cfg: DictConfig) -> dict:
         pl.seed_everything(int(cfg.seed), workers=True, verbose=False)  # as src.run: same classifier either way
         job = prepare_job(cfg)
         try:
-            PREEMPTION.install()  # a submitit SLURM job: the requeue signal waits for a training checkpoint
+            install_requeue_handler()  # a submitit SLURM job: the requeue signal waits for a training checkpoint
             trainer = hydra.utils.instantiate(cfg.trainer, logger=job.loggers, callbacks=job.callbacks,
                                               plugins=trainer_plugins())
             train_s, info = train_or_load_held(cfg, cache, key, job.model, job.datamodule, trainer)
