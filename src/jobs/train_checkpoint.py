@@ -71,7 +71,7 @@ class TrainingCheckpoint(Callback):
     def save(self, trainer: Trainer) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp.ckpt")
-        trainer.save_checkpoint(tmp)  # every rank calls it; rank 0 writes
+        trainer.save_checkpoint(tmp, weights_only=False)  # every rank calls it; rank 0 writes
         if trainer.is_global_zero:
             tmp.replace(self.path)
         self._saved_step = trainer.global_step
