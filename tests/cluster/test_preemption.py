@@ -54,18 +54,19 @@ def launch():
             slurm("scancel", *jobs)
 
 
-def wait_for(pattern: Path, launcher: subprocess.Popen, limit_s: float = 300) -> Path:
-    """The first file matching `pattern` (a glob), polled until it appears; fails if the launcher ends first."""
+def wait_for(root: Path, pattern: str, launcher: subprocess.Popen, limit_s: float = 300) -> Path:
+    """The first file under `root` matching `pattern` (a glob), polled until it appears; fails if the launcher
+    ends first."""
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
-        found = sorted(pattern.parent.glob(pattern.name))
+        found = sorted(root.glob(pattern))
         if found:
             return found[0]
         if launcher.poll() is not None:
-            pytest.fail(f"the sweep ended before {pattern} appeared:\n{launcher.stdout.read()[-3000:]}")
+            pytest.fail(f"the sweep ended before {root / pattern} appeared:\n{launcher.stdout.read()[-3000:]}")
         time.sleep(0.1)
     launcher.kill()
-    pytest.fail(f"{pattern} did not appear within {limit_s} s")
+    pytest.fail(f"{root / pattern} did not appear within {limit_s} s")
 
 
 def signal_and_finish(sweep: Path, launcher: subprocess.Popen) -> tuple[str, str, dict]:
@@ -89,7 +90,7 @@ def test_a_job_signalled_mid_training_resumes_from_its_checkpoint_and_scores_the
     job = ["cam=cam", *TINY_JOB, *LIGHT_EVAL, f"trainer.max_steps={STEPS}", "train_checkpoint_every=5",
            f"data.root={tmp_path / 'synthetic'}", f"paths.cache_dir={cache}"]
     launcher = launch(["-m", "hydra/launcher=slurm_cpu", *job], sweep)
-    wait_for(cache / "train_checkpoints" / "*.ckpt", launcher)  # training has passed step 5
+    wait_for(cache, "train_checkpoints/*.ckpt", launcher)  # training has passed step 5
     _, log, results = signal_and_finish(sweep, launcher)
 
     resumed = [int(step) for step in re.findall(r"resuming from step (\d+)", log)]
@@ -112,7 +113,7 @@ def test_a_job_signalled_mid_cam_pass_resumes_its_evaluation_and_equals_an_unint
     job = ["cam=cam", *TINY_JOB, *LIGHT_EVAL, "data.num_val=160", "data.eval_batch_size=2",
            "eval.checkpoint_every=1", f"data.root={tmp_path / 'synthetic'}", f"paths.cache_dir={cache}"]
     launcher = launch(["-m", "hydra/launcher=slurm_cpu", *job], sweep)
-    wait_for(sweep / "*" / "eval_checkpoint.pt", launcher)  # the CAM pass has scored a batch
+    wait_for(sweep, "*/eval_checkpoint.pt", launcher)  # the CAM pass has scored a batch
     _, log, results = signal_and_finish(sweep, launcher)
 
     done = [int(n) for n in re.findall(r"\[eval\] resumed after (\d+) batches", log)]
