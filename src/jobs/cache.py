@@ -193,7 +193,10 @@ def train_or_load(cfg: DictConfig, model: LightningModule, datamodule: Lightning
     ranks.barrier()
     if hit and ranks.is_zero:
         print(f"[cache hit] classifier {key} loaded from {cache.path(key)}")
-    return time.perf_counter() - tick, classifier_info(cache, key, hit, model.net)
+    # Rank 0's network is the cached one; the others' BatchNorm statistics differ (not synchronised on the CPU)
+    # until Lightning's `test` copies rank 0's states to every rank: the identity is rank 0's.
+    info = classifier_info(cache, key, hit, model.net) if ranks.is_zero else None
+    return time.perf_counter() - tick, ranks.broadcast(info)
 
 
 def train_or_load_held(cfg: DictConfig, cache: ClassifierCache, key: str, model: LightningModule,
