@@ -6,7 +6,8 @@ count of batches done; the figure samples (images and maps, the bulk: MBs at VOC
 `….figures.pt` beside it, rewritten only while the figure still gains images. A re-run of the job restores them and its loader
 starts after those batches. A checkpoint made with another config (`tag`, the job's config fingerprint) or
 another rank layout is ignored; one made with another classifier (its identity, `src.jobs.identity`: a retrain
-or a replaced cache entry since) is discarded, with one log line, and the evaluation starts over. Each DDP rank resumes its own share from its own count (the states are sums
+or a replaced cache entry since) is discarded, with one log line, and the evaluation starts over.
+Each DDP rank resumes its own share from its own count (the states are sums
 over disjoint images, so ranks need not agree on where they stopped).
 """
 from __future__ import annotations

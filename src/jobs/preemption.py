@@ -135,6 +135,6 @@ class EvaluationRequeue(Callback):
                             dataloader_idx: int = 0) -> None:
         if PREEMPTION.requested:
             pl_module.checkpoint.save(pl_module.batches_done, pl_module, pl_module.figure_samples)
-            print(f"[eval] requeue signal: {pl_module.batches_done} batches checkpointed to {pl_module.checkpoint.path}",
-                  flush=True)
+            done, path = pl_module.batches_done, pl_module.checkpoint.path
+            print(f"[eval] requeue signal: {done} batches checkpointed to {path}", flush=True)
             PREEMPTION.requeue_now()

@@ -103,7 +103,8 @@ def test_a_job_signalled_mid_training_resumes_from_its_checkpoint_and_scores_the
     second = run_cli([*job, f"paths.output_dir={tmp_path / 'second'}", f"hydra.run.dir={tmp_path / 'second'}"])
     assert second.returncode == 0, second.stderr[-3000:]
     reloaded = json.loads((tmp_path / "second" / "results.json").read_text())
-    assert reloaded["classifier"]["cache_hit"] and reloaded["classifier"]["identity"] == results["classifier"]["identity"]
+    assert reloaded["classifier"]["cache_hit"]
+    assert reloaded["classifier"]["identity"] == results["classifier"]["identity"]
     assert reloaded["metrics"] == pytest.approx(results["metrics"], abs=1e-9)
 
 
