@@ -6,6 +6,7 @@ results already exist for the same config is skipped, so a killed sweep resumes 
 from __future__ import annotations
 
 import sys
+import uuid
 from pathlib import Path
 
 import hydra
@@ -20,6 +21,9 @@ from src.evaluation.checkpoint import remove_checkpoints
 from src.jobs.cache import train_or_load
 from src.jobs.config_checks import ConfigError, check_group_overrides
 from src.jobs.distributed import Ranks, RankFailed, job_ranks
+from src.jobs.identity import weights_sha1
+from src.jobs.preemption import (EvaluationRequeue, choose_requeue_signal, install_requeue_handler,
+                                 remove_lightning_hpc_checkpoints, trainer_plugins)
 from src.jobs.setup import (JobInputs, build_evaluation, build_export, evaluation_loader, finish_loggers,
                             fit_cam_method, prepare_job)
 from src.jobs.stages import STAGES, train_classifier_only
@@ -47,8 +51,10 @@ def run_job(cfg: DictConfig) -> dict:
         return train_classifier_only(cfg)
     done = previous_results(cfg)
     if done is not None:
-        print(f"[skip] {out / 'results.json'} exists for this config (overwrite=true redoes it)")
+        print(f"[skip] {out / 'results.json'} exists for this config and classifier (overwrite=true redoes it)")
         return done
+    install_requeue_handler()  # a submitit SLURM job: its requeue signal waits for a checkpoint boundary
+    remove_lightning_hpc_checkpoints(out)
     # Before anything random is built: weight init, data order, augmentation and (workers=True) each loader
     # worker's RNG follow `seed`. On the CPU this makes a job's metrics repeatable; on CUDA, atomics in
     # backward/scatter kernels and cuDNN's autotuned algorithms still vary run to run unless
@@ -56,7 +62,8 @@ def run_job(cfg: DictConfig) -> dict:
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)  # quiet: a bad-input error stays one line
     job = prepare_job(cfg)  # validates the config, builds data, model, CAM, loggers; raises ConfigError
     try:
-        trainer = hydra.utils.instantiate(cfg.trainer, logger=job.loggers, callbacks=job.callbacks)
+        trainer = hydra.utils.instantiate(cfg.trainer, logger=job.loggers, plugins=trainer_plugins(),
+                                          callbacks=[*job.callbacks, EvaluationRequeue()])
         clock.lap("setup_s")
         with job_ranks(cfg, trainer) as ranks:  # DDP: this job's other ranks run alongside (src.jobs.distributed)
             results = _run_stages(cfg, job, trainer, ranks, clock)
@@ -85,8 +92,11 @@ def _run_stages(cfg: DictConfig, job: JobInputs, trainer: pl.Trainer, ranks: Ran
         clock.split("bls", {"bls_extract_s": bls_info["extract_s"]}, rest="bls_fit_s")
     else:
         clock.lap("setup_s")
-    evaluation = build_evaluation(cfg, job, cam, ranks)
+    evaluation = build_evaluation(cfg, job, cam, ranks, classifier["identity"])
     trainer.test(evaluation, dataloaders=evaluation_loader(job, evaluation, ranks), verbose=False)
+    if weights_sha1(job.model.net.state_dict()) != classifier["identity"]["weights_sha1"]:
+        raise RuntimeError(f"the CAM pass scored weights other than classifier {classifier['key']}'s (a checkpoint "
+                           f"was loaded into it?); expected exactly the cached network of {classifier['dir']}")
     scores = evaluation.results(device)  # every rank: the metric states of all ranks are summed
     clock.lap("test")
     clock.split("test", evaluation.timings, rest="eval_loader_s")
@@ -97,19 +107,25 @@ def _run_stages(cfg: DictConfig, job: JobInputs, trainer: pl.Trainer, ranks: Ran
         "details": {**scores["details"], "eval_split_size": len(job.datamodule.eval_set)},
         "classifier": classifier, "bls": bls_info, "ranks": ranks.world_size,
         "rank_batch_size": ranks.batch_share(int(cfg.data.batch_size)),  # data.batch_size is the global batch
-        "config_fingerprint": config_fingerprint(cfg), "config": job.resolved_config,
+        "config_fingerprint": config_fingerprint(cfg), "job_id": uuid.uuid4().hex, "config": job.resolved_config,
     }
+    made_by = {"job_id": results["job_id"], "config_fingerprint": results["config_fingerprint"],
+               "classifier": classifier["identity"]}
     if not ranks.is_zero:
         return results
     export = build_export(cfg)
     if export.seeds:  # before results.json, so an interrupted export reruns
         results["export"] = export(job.model.net, cam, job.datamodule, scores["metrics"].get("seed_threshold"),
-                                   device=device)
+                                   device=device, job={k: made_by[k] for k in ("config_fingerprint", "classifier")},
+                                   overwrite=bool(cfg.get("overwrite", False)))
         clock.lap("export_s")
     class_names = list(job.datamodule.class_names)
     save_cam_grid(evaluation.figure_samples, class_names, out / "cams.png", job.datamodule.ignore_index)
     if "per_image" in scores:
-        results["per_image_scores"] = write_per_image(out / PER_IMAGE_FILE, scores["per_image"]).name
+        results["per_image_scores"] = write_per_image(out / PER_IMAGE_FILE, scores["per_image"], made_by).name
+    else:
+        (out / PER_IMAGE_FILE).unlink(missing_ok=True)  # an earlier run's counts are not these results'
+
     for logger in job.loggers:
         logger.log_metrics({f"eval/{k}": v for k, v in scores["metrics"].items() if v is not None})
     clock.lap("write_s")
@@ -137,6 +153,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    choose_requeue_signal()  # before the SLURM launcher imports submitit: its sbatch --signal and the job's handler
     try:
         check_group_overrides(sys.argv[1:])
     except ConfigError as error:

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -28,14 +29,20 @@ def run_cli(args: list[str], module: str = "src.run", timeout: int = 600) -> sub
 TIMED_PHASES = ("setup_s", "train_s", "cam_s", "eval_s", "eval_loader_s", "write_s")
 
 
-def assert_timings_add_up(results: dict, tolerance: float = 0.02) -> None:
+def assert_timings_add_up(results: dict, tolerance: float = 0.02, expected: dict | None = None) -> None:
     """A job's `timings` hold its phases and their sum is `total_s` within `tolerance` (issue 15: no second
-    of the job left out of a phase)."""
+    of the job left out of a phase). `PhaseClock` makes the sum hold by construction, so on its own this only
+    checks the shape; with `expected` ({phase: seconds}, from a fake clock that advances only where the test says,
+    `tests/jobs/test_timings.py`) each phase must be exactly what its stage spent, so time charged to the wrong
+    phase, counted twice or lost fails."""
     timings = dict(results["timings"])
     total = timings.pop("total_s")
     assert set(TIMED_PHASES) <= set(timings), sorted(timings)
     assert all(seconds >= 0 for seconds in timings.values()), timings
     assert abs(sum(timings.values()) - total) <= tolerance * total, (sum(timings.values()), total, timings)
+    if expected is not None:
+        assert timings == pytest.approx(expected, abs=1e-3), timings
+        assert total == pytest.approx(sum(expected.values()), abs=1e-3), (total, expected)
 
 
 def flat(pairs: list[list[float]]) -> list[float]:

@@ -5,7 +5,9 @@ they are written every `every` batches, atomically, to `<job dir>/eval_checkpoin
 count of batches done; the figure samples (images and maps, the bulk: MBs at VOC sizes) go to a
 `….figures.pt` beside it, rewritten only while the figure still gains images. A re-run of the job restores them and its loader
 starts after those batches. A checkpoint made with another config (`tag`, the job's config fingerprint) or
-another rank layout is ignored. Each DDP rank resumes its own share from its own count (the states are sums
+another rank layout is ignored; one made with another classifier (its identity, `src.jobs.identity`: a retrain
+or a replaced cache entry since) is discarded, with one log line, and the evaluation starts over.
+Each DDP rank resumes its own share from its own count (the states are sums
 over disjoint images, so ranks need not agree on where they stopped).
 """
 from __future__ import annotations
@@ -32,12 +34,14 @@ def remove_checkpoints(directory: str | Path) -> None:
 
 
 class EvalCheckpoint:
-    """Reads and writes one rank's checkpoint at `path`; `tag` identifies the config it belongs to."""
+    """Reads and writes one rank's checkpoint at `path`; `tag` identifies the config it belongs to, `classifier`
+    the identity of the network it scores (a dict; None: not checked)."""
 
-    def __init__(self, path: str | Path, tag: str, every: int):
+    def __init__(self, path: str | Path, tag: str, every: int, classifier: dict | None = None):
         if int(every) < 0:
             raise ValueError(f"eval.checkpoint_every={every}: expected >= 0 (0 = no checkpoints)")
         self.path, self.tag, self.every = Path(path), str(tag), int(every)
+        self.classifier = dict(classifier) if classifier else None
         self.figures_path = self.path.with_suffix(".figures.pt")
         self._figures_saved = -1
 
@@ -49,6 +53,12 @@ class EvalCheckpoint:
         payload = torch.load(self.path, map_location="cpu", weights_only=True)
         if payload.get("tag") != self.tag:
             print(f"[eval] {self.path} was made with another config: ignored, the evaluation starts over")
+            return None
+        if self.classifier is not None and payload.get("classifier") != self.classifier:
+            print(f"[eval] {self.path} scored another classifier ({_short(payload.get('classifier'))}, this job: "
+                  f"{_short(self.classifier)}): discarded, the evaluation starts over")
+            self.path.unlink(missing_ok=True)
+            self.figures_path.unlink(missing_ok=True)
             return None
         figures = torch.load(self.figures_path, weights_only=True) if self.figures_path.is_file() else []
         self._figures_saved = len(figures)
@@ -62,7 +72,8 @@ class EvalCheckpoint:
             with atomic_path(self.figures_path) as tmp:
                 torch.save(figure_samples, tmp)
             self._figures_saved = len(figure_samples)
-        payload = {"tag": self.tag, "batches_done": int(batches_done), "metrics": metric_states(metrics)}
+        payload = {"tag": self.tag, "classifier": self.classifier, "batches_done": int(batches_done),
+                   "metrics": metric_states(metrics)}
         with atomic_path(self.path) as tmp:
             torch.save(payload, tmp)
 
@@ -88,6 +99,12 @@ def restore_metric_states(module: nn.Module, saved: dict[str, dict]) -> None:
             setattr(metric, key, [v.to(device) for v in value] if isinstance(value, list) else value.to(device))
         metric._update_count = saved[name]["update_count"]
         metric._computed = None
+
+
+def _short(identity: dict | None) -> str:
+    if not identity:
+        return "unrecorded"
+    return f"{identity.get('key')}/{str(identity.get('weights_sha1'))[:12]}@{identity.get('trained_at')}"
 
 
 def _cpu(value):

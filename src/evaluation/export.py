@@ -15,7 +15,9 @@ Maps are made at the evaluation protocol's resolution (the datamodule's `eval_si
 scales and flip): where it is the stored size (VOC's original H×W, BCSS patches, synthetic) `high_res` is
 exactly the float32 map the evaluation scored, never resized; OpenImages' 224×224 maps are resized bilinearly
 to the original size. Images are streamed one batch at a time (the datamodule's `cam_batch_size`) and each
-file is written atomically, so a killed export resumes: an image whose two files both exist is skipped.
+file is written atomically, so a killed export resumes: an image whose two files both exist is skipped, as long
+as the export's `manifest.json` (`export_manifest.py`: config, classifier, threshold, protocol) is the job's own;
+another manifest or `overwrite=true` rewrites the export.
 """
 from __future__ import annotations
 
@@ -35,6 +37,7 @@ from torch.utils.data import Dataset, Subset
 from src.cams import CamSpec
 from src.data import ProportionDataModule
 from src.data.atomic import atomic_path
+from src.evaluation.export_manifest import prepare_export_dir
 from src.evaluation.protocol import class_maps_at, gt_targets, seed_labels
 
 EXPORT_SPLITS = ("train", "val", "test", "eval", "all")
@@ -117,16 +120,23 @@ class SeedExport:
     threshold: float | None = None
 
     def __call__(self, net: nn.Module, cam: CamSpec, datamodule: ProportionDataModule, best_threshold: float | None,
-                 device: torch.device | str | None = None) -> dict:
-        """Export (see `export_seeds`); returns `{"dir", "written", "skipped"}` for results.json."""
+                 device: torch.device | str | None = None, job: dict | None = None, overwrite: bool = False) -> dict:
+        """Export (see `export_seeds`); returns `{"dir", "written", "skipped", "threshold"}` for results.json.
+        `job` (`config_fingerprint`, `classifier` identity) goes into the export's manifest with the threshold
+        and the protocol; a different manifest on disk, or `overwrite`, rewrites the export."""
         threshold = best_threshold if self.threshold is None else self.threshold
-        counts = export_seeds(net, cam, datamodule, self.split, self.dir, threshold=threshold, device=device)
-        return {"dir": str(self.dir), "written": counts.written, "skipped": counts.skipped}
+        manifest = {**(job or {}), "threshold": threshold,
+                    "protocol": {"dataset": datamodule.name, "split": self.split, "cam": cam.name,
+                                 "seed_background": bool(datamodule.seed_background), "layout": "irn npy + png"}}
+        counts = export_seeds(net, cam, datamodule, self.split, self.dir, threshold=threshold, device=device,
+                              manifest=manifest, overwrite=overwrite)
+        return {"dir": str(self.dir), "written": counts.written, "skipped": counts.skipped, "threshold": threshold}
 
 
 def export_seeds(net: nn.Module, cam: CamSpec, datamodule: ProportionDataModule, split: str, out_dir: str | Path, *,
                  threshold: float | None = None, device: torch.device | str | None = None,
-                 batch_size: int | None = None, progress: bool = True) -> ExportCounts:
+                 batch_size: int | None = None, progress: bool = True, manifest: dict | None = None,
+                 overwrite: bool = False) -> ExportCounts:
     """Write the seeds of every image of `split` (train | val | test | eval | all) under `out_dir` (see the module
     docstring); returns and prints how many images were written and skipped (already exported).
 
@@ -134,7 +144,8 @@ def export_seeds(net: nn.Module, cam: CamSpec, datamodule: ProportionDataModule,
     score of the seed rule (the evaluation's best), required when the dataset seeds with a background plane.
     The plane, the mask value of an image without classes (`ignore_index`) and the palette are the
     datamodule's. Runs on `device` (default: the net's), one batch of `batch_size` (default the datamodule's
-    `cam_batch_size`) at a time; the net is moved back afterwards.
+    `cam_batch_size`) at a time; the net is moved back afterwards. With a `manifest` the export resumes only
+    under the same one (`export_manifest.prepare_export_dir`); without, any exported image is skipped.
     """
     if datamodule.seed_background and (threshold is None or not 0.0 <= float(threshold) <= 1.0):
         raise ValueError(f"export.threshold={threshold!r}: {datamodule.name} seeds need a background threshold in "
@@ -142,6 +153,8 @@ def export_seeds(net: nn.Module, cam: CamSpec, datamodule: ProportionDataModule,
     rule = SeedRule(float(threshold) if datamodule.seed_background else None, datamodule.ignore_index,
                     datamodule.palette())
     out_dir = Path(out_dir)
+    if manifest is not None:
+        prepare_export_dir(out_dir, manifest, overwrite)
     (out_dir / "npy").mkdir(parents=True, exist_ok=True)
     (out_dir / "png").mkdir(parents=True, exist_ok=True)
     home = next(net.parameters()).device

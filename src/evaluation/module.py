@@ -43,7 +43,8 @@ class CamEvaluation(pl.LightningModule):
     `ignore_index` and `metric_names` are the dataset's protocol (its datamodule's attributes); the
     thresholds are lists or `{start, stop, step}` ranges. `figure_images` samples of the first batches are
     kept in `figure_samples` for the overlay grid. With `checkpoint_file`, the states are saved there every
-    `checkpoint_every` batches and restored from it (made with the same `checkpoint_tag`); `batches_done` says
+    `checkpoint_every` batches and restored from it (made with the same `checkpoint_tag` and, when given, the same
+classifier identity `checkpoint_classifier`); `batches_done` says
     how many batches the loader must skip. With `per_image_scores`, `results()["per_image"]` holds each scored
     image's seed intersection and union per class at the chosen threshold (for paired statistics).
     """
@@ -52,7 +53,7 @@ class CamEvaluation(pl.LightningModule):
                  metric_names: Sequence[str], seed_thresholds: Mapping | Sequence[float], wsol_size: int = 224,
                  box_thresholds: Mapping | Sequence[float] | None = None, iou_thresholds: Sequence[int] = (30, 50, 70),
                  figure_images: int = 8, checkpoint_every: int = 0, checkpoint_file: str | None = None,
-                 checkpoint_tag: str = "", per_image_scores: bool = True):
+                 checkpoint_tag: str = "", per_image_scores: bool = True, checkpoint_classifier: dict | None = None):
         super().__init__()
         self.net = net
         self.cam_spec = cam
@@ -75,7 +76,8 @@ class CamEvaluation(pl.LightningModule):
         self.figure_samples: list[dict] = []
         self.timings = {"cam_s": 0.0, "eval_s": 0.0}
         self.cam = None
-        self.checkpoint = EvalCheckpoint(checkpoint_file, checkpoint_tag, checkpoint_every) if checkpoint_file else None
+        self.checkpoint = (EvalCheckpoint(checkpoint_file, checkpoint_tag, checkpoint_every, checkpoint_classifier)
+                           if checkpoint_file else None)
         self._resume = self.checkpoint.load() if self.checkpoint else None
         self.batches_done = self._resume["batches_done"] if self._resume else 0
         self._results: dict | None = None

@@ -2,7 +2,8 @@
 (`train_or_load`, called by `src.run`); `load_cached_net` is the one reader of a cached network.
 
 Layout: `<cache_dir>/classifiers/<key>/` holds `net.pt` (the network's state dict), `subset_ids.txt` and
-`meta.json` (what the key was made of, and the sweep launch that trained it). A directory appears only complete
+`meta.json` (what the key was made of, the sweep launch that trained it, the classifier's identity: weights hash
+and `trained_at`, see `src.jobs.identity`, and `resumed_from_steps` when its training was resumed). A directory appears only complete
 (written under a temp name, then renamed), and jobs wanting the same key take an exclusive file lock, so of two
 racing jobs one trains and the other loads.
 
@@ -33,7 +34,9 @@ from pytorch_lightning import LightningDataModule, LightningModule, Trainer
 from torch import nn
 
 from src.jobs.distributed import Ranks
+from src.jobs.identity import entry_identity, identity, now_stamp, weights_sha1
 from src.jobs.pretrained_cache import is_pretrained_name, pretrain_config, pretrained_key
+from src.jobs.train_checkpoint import fit_resumable, remove_training_checkpoint
 
 LOCK_POLL_S = 2.0  # DDP: how often rank 0 tries a key's lock that another job holds
 # Keys of the data config that change how a job evaluates or loads, not which classifier it trains.
@@ -105,7 +108,11 @@ class ClassifierCache:
         tmp = self.root / f".{key}.{os.getpid()}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        torch.save(net.state_dict(), tmp / "net.pt")
+        state = net.state_dict()
+        torch.save(state, tmp / "net.pt")
+        stat = (tmp / "net.pt").stat()  # a rename keeps it: `entry_identity` trusts the hash while it matches
+        meta = {**meta, "key": key, "weights_sha1": weights_sha1(state), "trained_at": now_stamp(),
+                "net_file": [stat.st_size, stat.st_mtime_ns]}
         (tmp / "subset_ids.txt").write_text("\n".join(subset_ids) + "\n")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
         shutil.rmtree(final, ignore_errors=True)  # a forced retrain replaces the old entry
@@ -126,8 +133,10 @@ def load_cached_net(path: str | Path, net: nn.Module, subset_ids: list[str] | No
                                 "sweep ran in, or rerun the job)")
     if subset_ids is not None and (path / "subset_ids.txt").read_text().split() != list(subset_ids):
         raise RuntimeError(f"{path}: cached subset differs from this job's subset; rerun with force_retrain=true")
-    net.load_state_dict(torch.load(path / "net.pt", map_location="cpu", weights_only=True))
-    return json.loads((path / "meta.json").read_text())
+    state = torch.load(path / "net.pt", map_location="cpu", weights_only=True)
+    net.load_state_dict(state)
+    meta = json.loads((path / "meta.json").read_text())
+    return {**meta, "weights_sha1": weights_sha1(state)}  # of the weights loaded, whatever meta.json says
 
 
 def sweep_launch_id() -> str | None:
@@ -188,10 +197,9 @@ def classifier_protocol(cfg: DictConfig, model: LightningModule, datamodule: Lig
                 time.sleep(LOCK_POLL_S)
         if decision == "train":
             datamodule.batch_size = ranks.batch_share(int(cfg.data.batch_size))
-            trainer.fit(model, datamodule=datamodule)
+            resumed = fit_resumable(cfg, key, model, datamodule, trainer, launch)
             if ranks.is_zero:
-                cache.save(key, model.net, datamodule.subset_ids, {"key": key, "num_classes": datamodule.num_classes,
-                                                                   "launch_id": launch, **classifier_key_fields(cfg)})
+                _save_trained(cfg, cache, key, model, datamodule, launch, resumed)
             ranks.barrier()
         if (decision == "hit" and not stage) or (decision == "train" and not ranks.is_zero):
             cache.load_into(key, model.net, datamodule.subset_ids)
@@ -199,6 +207,10 @@ def classifier_protocol(cfg: DictConfig, model: LightningModule, datamodule: Lig
     if decision == "hit" and ranks.is_zero and not stage:
         print(f"[cache hit] classifier {key} loaded from {cache.path(key)}")
     info = {"key": key, "dir": str(cache.path(key)), "cache_hit": decision == "hit"}
+    if decision == "train" or (decision == "hit" and not stage):
+        # Rank 0's network is the cached one (the others' BatchNorm statistics are their own until they load it,
+        # or until Lightning's `test` copies rank 0's states): the identity is rank 0's.
+        info = ranks.broadcast(classifier_info(cache, key, decision == "hit", model.net) if ranks.is_zero else None)
     return time.perf_counter() - tick, info, decision
 
 
@@ -212,3 +224,32 @@ def _decide(held: ExitStack, cache: ClassifierCache, key: str, force: bool, laun
         return "busy" if stage else "wait"
     held.enter_context(attempt.pop_all())
     return "train" if must_train(cache, key, force, launch) else "hit"
+
+
+def _save_trained(cfg: DictConfig, cache: ClassifierCache, key: str, model: LightningModule,
+                  datamodule: LightningDataModule, launch: str | None, resumed_from: list[int]) -> None:
+    """Cache a network just trained (recording the steps its training resumed from), then drop its training
+    checkpoint: the cache entry is now the one copy to resume from."""
+    cache.save(key, model.net, datamodule.subset_ids,
+               {"key": key, "num_classes": datamodule.num_classes, "launch_id": launch,
+                "resumed_from_steps": resumed_from, **classifier_key_fields(cfg)})
+    remove_training_checkpoint(cfg.paths.cache_dir, key)
+
+
+def classifier_info(cache: ClassifierCache, key: str, hit: bool, net: nn.Module) -> dict:
+    """The job's classifier for results.json: key, cache dir, cache_hit, its identity (`src.jobs.identity`: the
+    entry's key and `trained_at`, the hash of the weights the job holds) and the steps its training resumed from."""
+    meta = cache.meta(key)
+    return {"key": key, "dir": str(cache.path(key)), "cache_hit": hit,
+            "identity": identity(key, weights_sha1(net.state_dict()), meta.get("trained_at")),
+            "resumed_from_steps": list(meta.get("resumed_from_steps") or [])}
+
+
+def cached_identity(cfg: DictConfig) -> dict | None:
+    """The identity of the classifier this job would use now without training, or None when it will train one
+    (not cached, or `force_retrain` still to do in this launch): what a finished job's results are checked against."""
+    cache = ClassifierCache(cfg.paths.cache_dir)
+    key = classifier_key(cfg)
+    if must_train(cache, key, cfg.get("force_retrain", False), sweep_launch_id()):
+        return None
+    return entry_identity(cache.path(key))

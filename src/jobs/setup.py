@@ -100,9 +100,11 @@ def fit_cam_method(job: JobInputs, output_dir: str | None, device: torch.device 
     return CamSpec(job.cam.name, job.cam.target_layers, {**job.cam.options, "bls": bls}), info
 
 
-def build_evaluation(cfg: DictConfig, job: JobInputs, cam: CamSpec, ranks: Ranks = Ranks()) -> CamEvaluation:
+def build_evaluation(cfg: DictConfig, job: JobInputs, cam: CamSpec, ranks: Ranks = Ranks(),
+                     classifier: dict | None = None) -> CamEvaluation:
     """The `eval` group's CamEvaluation of `cam` on the job's net, with the dataset's protocol; it checkpoints
-    into (and resumes from) this rank's file in the job dir (`eval.checkpoint_every`)."""
+    into (and resumes from) this rank's file in the job dir (`eval.checkpoint_every`), for the classifier of
+    identity `classifier` only (`src.jobs.identity`)."""
     datamodule = job.datamodule
     evaluation = hydra.utils.instantiate(cfg.eval, _partial_=True)  # objects go in after: Hydra would convert them
     try:
@@ -110,7 +112,7 @@ def build_evaluation(cfg: DictConfig, job: JobInputs, cam: CamSpec, ranks: Ranks
                           seed_background=datamodule.seed_background, ignore_index=datamodule.ignore_index,
                           metric_names=datamodule.metrics,
                           checkpoint_file=str(checkpoint_file(cfg.paths.output_dir, ranks.rank, ranks.world_size)),
-                          checkpoint_tag=config_fingerprint(cfg))
+                          checkpoint_tag=config_fingerprint(cfg), checkpoint_classifier=classifier)
     except ValueError as error:
         raise ConfigError(error.args[0]) from error
 

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 
 from src.jobs.cache import classifier_protocol
 from src.jobs.distributed import job_ranks
+from src.jobs.preemption import install_requeue_handler, trainer_plugins
 from src.jobs.setup import finish_loggers, prepare_job
 from src.reporting.results import write_json_atomic
 
@@ -34,7 +35,9 @@ def train_classifier_only(cfg: DictConfig) -> dict:
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)  # as src.run: same classifier either way
     job = prepare_job(cfg)
     try:
-        trainer = hydra.utils.instantiate(cfg.trainer, logger=job.loggers, callbacks=job.callbacks)
+        install_requeue_handler()  # a submitit SLURM job: the requeue signal waits for a training checkpoint
+        trainer = hydra.utils.instantiate(cfg.trainer, logger=job.loggers, callbacks=job.callbacks,
+                                          plugins=trainer_plugins())
         with job_ranks(cfg, trainer) as ranks:
             train_s, info, decision = classifier_protocol(cfg, job.model, job.datamodule, trainer, ranks, stage=True)
     finally:
@@ -47,7 +50,8 @@ def train_classifier_only(cfg: DictConfig) -> dict:
         reason = "is in the cache" if decision == "hit" else "is being trained by another job"
         print(f"[skip] classifier {key} {reason} ({info['dir']})")
         return summary
-    summary.update(train_s=round(train_s, 3), total_s=round(time.perf_counter() - started, 3),
+    summary.update(identity=info["identity"], resumed_from_steps=info["resumed_from_steps"],
+                   train_s=round(train_s, 3), total_s=round(time.perf_counter() - started, 3),
                    n_train=len(job.datamodule.subset_indices), ranks=ranks.world_size)
     write_json_atomic(Path(cfg.paths.output_dir) / CLASSIFIER_FILE, summary)
     print(f"[classifier {key}] trained on {summary['n_train']} images with {ranks.world_size} rank(s) in "

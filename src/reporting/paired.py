@@ -3,7 +3,7 @@ bootstrap confidence intervals over images and seeds.
 
 Each job keeps its evaluation images' seed intersection and union per class (`per_image_seed_iou.npz`, at the
 job's own threshold). At a proportion, the reference and another method share their seeds (the same classifier
-for both) and their evaluation images, so their difference is paired: one bootstrap replicate draws the seeds
+for both: checked, jobs that used different ones are refused) and their evaluation images, so their difference is paired: one bootstrap replicate draws the seeds
 with replacement and the images with replacement, the same draw for both methods, recomputes each method's
 mIoU per drawn seed from the summed counts of the drawn images, and averages the per-seed differences. The
 interval is the percentile interval of those replicates; the point estimate is the mean over seeds of the
@@ -90,6 +90,7 @@ def paired_differences(rows: list[dict], reference: str = REFERENCE, resamples: 
         if not seeds:
             continue
         for s in seeds:
+            check_same_classifier(ref[s], by_seed[s])
             if not np.array_equal(by_seed[s]["index"], ref[s]["index"]):
                 raise ValueError(f"{by_seed[s]['dir']}/{PER_IMAGE_FILE} and {ref[s]['dir']}/{PER_IMAGE_FILE}: "
                                  "different evaluation images; expected the same split for a paired difference")
@@ -99,6 +100,17 @@ def paired_differences(rows: list[dict], reference: str = REFERENCE, resamples: 
         diff, low, high = bootstrap_difference(counts_of(ref), counts_of(by_seed), resamples, level)
         out.append(PairedDifference(proportion, method, diff, low, high, len(seeds), len(ref[seeds[0]]["index"])))
     return out
+
+
+def check_same_classifier(a: dict, b: dict) -> None:
+    """Two jobs' per-image counts (`read_per_image`, with `dir`) are paired only when both jobs used the same
+    classifier (the identity recorded in the files: key, weights hash, cache entry)."""
+    first, second = (a["job"].get("classifier"), b["job"].get("classifier"))
+    if not first or first != second:
+        def short(identity):
+            return f"{identity.get('key')}/{str(identity.get('weights_sha1'))[:12]}" if identity else "unrecorded"
+        raise ValueError(f"{a['dir']} and {b['dir']}: different classifiers ({short(first)} vs {short(second)}); "
+                         "expected the same for a paired difference: rerun the stale job")
 
 
 def paired_table(differences: list[PairedDifference], title: str, reference: str = REFERENCE,

@@ -33,23 +33,40 @@ def read_results(path: str | Path) -> dict:
     return results
 
 
-def write_per_image(path: str | Path, per_image: Mapping) -> Path:
+def write_per_image(path: str | Path, per_image: Mapping, job: Mapping) -> Path:
     """`per_image_seed_iou.npz` (atomic): `index` [N] (dataset indices of the evaluation split), `intersection`
-    and `union` [N, K] int64 pixel counts per class at the job's seed threshold (`SeedMIoU(per_image=True)`)."""
+    and `union` [N, K] int64 pixel counts per class at the job's seed threshold (`SeedMIoU(per_image=True)`), and
+    `job`, the JSON of the run that made them (`job_id`, the same as in its results.json; `config_fingerprint`;
+    `classifier`, the classifier's identity), which `read_per_image` checks against the results beside it."""
     path = Path(path)
     arrays = {key: np.asarray(per_image[key], dtype=np.int64) for key in ("index", "intersection", "union")}
+    arrays["job"] = np.asarray(json.dumps(dict(job), sort_keys=True))
     with atomic_path(path) as tmp:
         np.savez_compressed(tmp, **arrays)
     return path
 
 
-def read_per_image(job_dir: str | Path) -> dict[str, np.ndarray] | None:
-    """A job's per-image seed counts (`write_per_image`), or None when the job has none."""
-    path = Path(job_dir) / PER_IMAGE_FILE
+def read_per_image(job_dir: str | Path) -> dict | None:
+    """A job's per-image seed counts (`write_per_image`: the arrays, and `job` as a dict), or None when the job
+    has none. Raises ValueError when they are not those of the job's results.json (a job killed between the two
+    writes, or re-run without per-image scores): stale counts are never paired with other results."""
+    job_dir = Path(job_dir)
+    path = job_dir / PER_IMAGE_FILE
     if not path.is_file():
         return None
     with np.load(path) as arrays:
-        return {key: arrays[key] for key in ("index", "intersection", "union")}
+        out = {key: arrays[key] for key in ("index", "intersection", "union")}
+        job = json.loads(str(arrays["job"])) if "job" in arrays.files else {}
+    try:
+        results = json.loads((job_dir / RESULTS_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        results = {}
+    expected = results.get("job_id") if results.get("per_image_scores") else None
+    if not job.get("job_id") or job.get("job_id") != expected:
+        raise ValueError(f"{path}: stale per-image counts (of job {job.get('job_id') or 'unrecorded'}, while "
+                         f"{RESULTS_FILE} is of job {expected or 'without per-image counts'}); expected the same "
+                         "job: rerun it with overwrite=true")
+    return {**out, "job": job}
 
 
 def find_jobs(dirs: Iterable[str | Path]) -> list[tuple[Path, dict]]:

@@ -61,15 +61,33 @@ def test_the_point_is_the_mean_over_seeds_of_the_full_data_difference():
         bootstrap_difference(ref, (other[0][:, :10], other[1][:, :10]))
 
 
-def write_job(root, cam, proportion, seed, counts, index):
+def write_job(root, cam, proportion, seed, counts, index, classifier: str = "net"):
+    """A finished job's results.json and per-image counts; jobs of one seed share the classifier `classifier`
+    (its weights hash) unless told otherwise."""
     job = root / f"cam={cam},proportion={proportion:g},seed={seed}"
-    write_per_image(job / PER_IMAGE_FILE, {"index": index, "intersection": counts[0], "union": counts[1]})
+    job_id = f"{cam}-{proportion}-{seed}"
+    identity = {"key": f"key-seed{seed}", "weights_sha1": f"{classifier}-seed{seed}", "trained_at": "t0"}
+    write_per_image(job / PER_IMAGE_FILE, {"index": index, "intersection": counts[0], "union": counts[1]},
+                    {"job_id": job_id, "classifier": identity})
     miou = float(miou_of_sums(counts[0].sum(0), counts[1].sum(0)))
     write_json_atomic(job / "results.json", {
         "dataset": "synthetic", "backbone": "resnet18_small", "cam": cam, "proportion": proportion, "seed": seed,
         "n_train": 10, "n_eval": len(index), "metrics": {"seed_mIoU": miou}, "timings": {"total_s": 1.0},
-        "per_image_scores": PER_IMAGE_FILE, "config": {"cam": {"name": cam}, "proportion": proportion, "seed": seed}})
+        "per_image_scores": PER_IMAGE_FILE, "job_id": job_id, "classifier": {"identity": identity},
+        "config": {"cam": {"name": cam}, "proportion": proportion, "seed": seed}})
     return job
+
+
+def test_report_refuses_to_pair_jobs_of_different_classifiers(tmp_path):
+    rng = np.random.default_rng(4)
+    counts = random_counts(rng, 1, 30, 4, 0.5)
+    reference = write_job(tmp_path / "sweep", "broadcam", 1.0, 0, (counts[0][0], counts[1][0]), np.arange(30))
+    other = write_job(tmp_path / "sweep", "cam", 1.0, 0, (counts[0][0], counts[1][0]), np.arange(30),
+                      classifier="retrained")  # its classifier was retrained after the reference job ran
+    with pytest.raises(ValueError, match="different classifiers") as refused:
+        build_report([tmp_path / "sweep"], tmp_path / "report")
+    message = str(refused.value)
+    assert "\n" not in message and str(reference) in message and str(other) in message
 
 
 def test_report_writes_the_paired_table_and_rejects_different_images(tmp_path):

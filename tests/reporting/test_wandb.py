@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import struct
+import sys
+import types
 from pathlib import Path
 
 import hydra
@@ -127,9 +129,37 @@ def test_seed_labels_follow_each_protocol():
     assert seed_prediction(cams, labels, None, has_seeds=False).tolist() == [[1, 1]]  # WSOL: max ≥ 0.5
 
 
-def test_log_job_is_a_noop_without_wandb(tmp_path):
-    log_job([CSVLogger(tmp_path)], {"metrics": {"cls_mAP": 1.0}}, samples(), CLASS_NAMES, 255)
-    assert not (tmp_path / "wandb").exists()
+class UnusableWandb(types.ModuleType):
+    """Stands for `wandb` where it must not be used: any attribute fails the test."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"wandb.{name} used by a job without a WandbLogger")
+
+
+class RecordingCSVLogger(CSVLogger):
+    """A non-W&B logger that records whatever a W&B-only function does to it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.used = []
+
+    @property
+    def experiment(self):
+        self.used.append("experiment")
+        return super().experiment
+
+    def log_metrics(self, metrics, step=None):
+        self.used.append("log_metrics")
+        super().log_metrics(metrics, step)
+
+
+def test_log_job_is_a_noop_without_wandb(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", UnusableWandb("wandb"))
+    logger = RecordingCSVLogger(tmp_path)
+    results = {"metrics": {"cls_mAP": 1.0, "seed_mIoU": 2.0, "seed_threshold": 0.3},
+               "details": {"per_class_IoU": [1.0, 2.0, 3.0, 4.0]}}
+    log_job([logger], results, samples(), CLASS_NAMES, 255)
+    assert logger.used == []  # neither W&B nor the other logger was touched
 
 
 def test_offline_run_holds_summary_images_masks_and_table(offline_wandb, tiny_overrides):
