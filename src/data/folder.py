@@ -49,6 +49,25 @@ def header_hw(path) -> tuple[int, int]:
         raise DatasetError(f"{path}: unreadable file ({error})") from None
 
 
+def mask_size_problem(mask_path, image_path) -> str | None:
+    """Why the mask cannot be its image's (sizes from the headers), or None."""
+    mask_hw, image_hw = header_hw(mask_path), header_hw(image_path)
+    if mask_hw == image_hw:
+        return None
+    return (f"{mask_path}: mask is {mask_hw[0]}x{mask_hw[1]} (HxW) but its image {image_path} is "
+            f"{image_hw[0]}x{image_hw[1]}; expected the same size")
+
+
+def mask_value_problem(mask_path, num_classes: int, classes_from: str) -> str | None:
+    """Which values of the mask are no class id (0, 1..C, 255), or None."""
+    values = np.flatnonzero(np.bincount(read_index_png(mask_path).ravel(), minlength=256))
+    bad = [int(v) for v in values if v != IGNORE_INDEX and v > num_classes]
+    if not bad:
+        return None
+    return (f"{mask_path}: mask holds class id(s) {bad} out of range; expected 0 (background), 1..{num_classes} "
+            f"(the classes of {classes_from}) or 255 (ignore)")
+
+
 class FolderDataset(ImageFileDataset):
     """Evaluation samples carry a mask for every image: the file's, translated, or all ignore where there is none."""
 
@@ -153,15 +172,10 @@ class FolderDataModule(FileSplitDataModule):
 
     def check_mask(self, mask_path, image_path) -> None:
         """A mask must be its image's size and hold only 0, 1..C and 255 (DatasetError naming the file)."""
-        mask_hw, image_hw = header_hw(mask_path), header_hw(image_path)
-        if mask_hw != image_hw:
-            raise DatasetError(f"{mask_path}: mask is {mask_hw[0]}x{mask_hw[1]} (HxW) but its image {image_path} is "
-                               f"{image_hw[0]}x{image_hw[1]}; expected the same size")
-        values = np.flatnonzero(np.bincount(read_index_png(mask_path).ravel(), minlength=256))
-        bad = [int(v) for v in values if v != IGNORE_INDEX and v > self.num_classes]
-        if bad:
-            raise DatasetError(f"{mask_path}: mask holds class id(s) {bad} out of range; expected 0 (background), "
-                               f"1..{self.num_classes} (the classes of {self.layout.classes_from}) or 255 (ignore)")
+        problem = (mask_size_problem(mask_path, image_path)
+                   or mask_value_problem(mask_path, self.num_classes, self.layout.classes_from))
+        if problem:
+            raise DatasetError(problem)
 
     def list_split(self, split: str, policy: CorruptFilePolicy) -> SplitFiles:
         if split not in SPLIT_NAMES:
