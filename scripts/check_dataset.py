@@ -100,7 +100,7 @@ def check_folder(cfg, verify: bool) -> int:
         return 1
     fractions = OmegaConf.to_container(data.split_fractions) if data.get("split_fractions") else None
     survey = survey_folder(root, data.train_split, data.eval_split, fractions, data.split_seed, data.on_corrupt, verify)
-    for line in survey_lines(survey, data.train_split, data.eval_split):
+    for line in survey_lines(survey, data.train_split):
         print(line)
     for problem in survey.problems:
         print(f"UNUSABLE: {problem}")

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from src.data.folder_layout import SPLIT_NAMES, read_boxes, read_folder_images
-from src.data.folder_splits import folder_splits
+from src.data.folder_splits import default_eval_split, folder_splits
 from src.data.image_io import (CorruptFilePolicy, DatasetError, FileSplitDataModule, ImageFileDataset, SplitFiles,
                                read_index_png)
 from src.data.palettes import voc_palette
@@ -49,6 +49,28 @@ def header_hw(path) -> tuple[int, int]:
         raise DatasetError(f"{path}: unreadable file ({error})") from None
 
 
+def read_folder_mask(path) -> np.ndarray:
+    """A mask of class indices → uint8 [H, W]: palette or grayscale PNGs as `read_index_png`; also what other
+    tools write for the same content: 16-bit grayscale holding values ≤ 255, and RGB(A) whose R, G, B are equal."""
+    try:
+        with Image.open(path) as image:
+            mode = image.mode
+            array = np.array(image) if mode in ("I;16", "I;16B", "I;16L", "I", "RGB", "RGBA") else None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DatasetError(f"{path}: unreadable mask ({error}); expected a PNG of class indices") from None
+    if array is None:
+        return read_index_png(path)
+    if array.ndim == 3:
+        if not ((array[..., 0] == array[..., 1]) & (array[..., 1] == array[..., 2])).all():
+            raise DatasetError(f"{path}: mask is a colour image (mode {mode!r}); expected class indices: a grayscale "
+                               "('L') or palette ('P') PNG, 0 = background, 1..C, 255 = ignore")
+        array = array[..., 0]
+    if array.max(initial=0) > 255 or array.min(initial=0) < 0:
+        raise DatasetError(f"{path}: mask (mode {mode!r}) holds values up to {int(array.max())}; expected class "
+                           "indices 0..255 (0 = background, 1..C, 255 = ignore)")
+    return array.astype(np.uint8)
+
+
 def mask_size_problem(mask_path, image_path) -> str | None:
     """Why the mask cannot be its image's (sizes from the headers), or None."""
     mask_hw, image_hw = header_hw(mask_path), header_hw(image_path)
@@ -60,7 +82,7 @@ def mask_size_problem(mask_path, image_path) -> str | None:
 
 def mask_value_problem(mask_path, num_classes: int, classes_from: str) -> str | None:
     """Which values of the mask are no class id (0, 1..C, 255), or None."""
-    values = np.flatnonzero(np.bincount(read_index_png(mask_path).ravel(), minlength=256))
+    values = np.flatnonzero(np.bincount(read_folder_mask(mask_path).ravel(), minlength=256))
     bad = [int(v) for v in values if v != IGNORE_INDEX and v > num_classes]
     if not bad:
         return None
@@ -75,7 +97,7 @@ class FolderDataset(ImageFileDataset):
         mask_path, boxes, lookup = self.files.annotations[index]
         if mask_path is None:
             return np.full(image_hw, IGNORE_INDEX, dtype=np.uint8), boxes
-        mask = read_index_png(mask_path)
+        mask = read_folder_mask(mask_path)
         if mask.shape != tuple(image_hw):  # checked at listing; a file replaced since then still says so
             raise DatasetError(f"{mask_path}: mask is {mask.shape[0]}x{mask.shape[1]} (HxW) but its image is "
                                f"{image_hw[0]}x{image_hw[1]}; expected the same size")
@@ -94,13 +116,13 @@ class FolderDataModule(FileSplitDataModule):
     def __init__(self, root: str, background: bool = True, image_size: int = 224, eval_size: int | None = None,
                  train_scale: tuple[float, float] = (0.5, 1.0), split_fractions: Mapping | None = None,
                  split_seed: int = 0, name: str = "folder", on_corrupt: str = "error", train_split: str = "train",
-                 eval_split: str = "val", **kwargs):
-        super().__init__(root, image_size, train_scale, on_corrupt, eval_split=eval_split, **kwargs)
+                 eval_split: str | None = None, **kwargs):
+        super().__init__(root, image_size, train_scale, on_corrupt, eval_split=eval_split or "val", **kwargs)
         if not NAME_PATTERN.match(str(name)):
             raise DatasetError(f"data.name={name!r}; expected letters, digits, '_', '.' or '-' (it names report files)")
-        for key, split in (("data.train_split", train_split), ("data.eval_split", eval_split)):
+        for key, split in (("data.train_split", train_split), ("data.eval_split", eval_split or "val")):
             if split not in SPLIT_NAMES:
-                raise DatasetError(f"{key}={split!r}; expected one of {list(SPLIT_NAMES)}")
+                raise DatasetError(f"{key}={split!r}; expected one of {list(SPLIT_NAMES)} (or null for data.eval_split)")
         self.name = str(name)
         self.seed_background = bool(background)
         self.eval_size = None if eval_size is None else int(eval_size)
@@ -109,6 +131,7 @@ class FolderDataModule(FileSplitDataModule):
         self.class_names = self.layout.class_names
         self.folder_splits = folder_splits(self.layout, split_fractions or {"train": 0.7, "val": 0.15, "test": 0.15},
                                            int(split_seed))
+        self.eval_split = default_eval_split(self.folder_splits, eval_split)
         self.boxes = read_boxes(self.root, self.layout, _LazySizes(self.layout))
         self._check_training_classes()
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from src.data.folder import header_hw, mask_size_problem, mask_value_problem
 from src.data.folder_layout import SPLIT_NAMES, read_boxes, read_folder_images
-from src.data.folder_splits import folder_splits
+from src.data.folder_splits import default_eval_split, folder_splits
 from src.data.image_io import DatasetError, verify_file
 
 
@@ -42,9 +42,10 @@ class FolderSurvey:
     unreadable: list[str] = field(default_factory=list)
     orphan_masks: list[Path] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    eval_split: str = "val"
 
 
-def survey_folder(root: str | Path, train_split: str = "train", eval_split: str = "val",
+def survey_folder(root: str | Path, train_split: str = "train", eval_split: str | None = None,
                   split_fractions: Mapping | None = None, split_seed: int = 0, on_corrupt: str = "error",
                   verify: bool = True) -> FolderSurvey:
     root = Path(root)
@@ -57,6 +58,7 @@ def survey_folder(root: str | Path, train_split: str = "train", eval_split: str 
         return survey
     survey.class_names, survey.classes_from, survey.unlabelled = images.class_names, images.classes_from, images.unlabelled
     survey.split_source = splits.sources[train_split]
+    survey.eval_split = eval_split = default_eval_split(splits, eval_split)
     try:
         boxes = read_boxes(root, images, {i: header_hw(p) for i, p in zip(images.ids, images.images)})
     except DatasetError as error:
@@ -98,11 +100,15 @@ def _survey_split(images, members: list[int], boxes: dict) -> SplitSurvey:
         split.masks_found += 1
         try:
             size = mask_size_problem(mask, image)
-            values = None if size else mask_value_problem(mask, len(images.class_names), images.classes_from)
         except DatasetError:
-            continue  # unreadable: the decode pass lists it
+            continue  # a header that cannot be read: the decode pass lists the file
         if size:
             split.wrong_size.append(size)
+            continue
+        try:
+            values = mask_value_problem(mask, len(images.class_names), images.classes_from)
+        except DatasetError as error:  # not a mask of class indices (e.g. a colour image)
+            values = str(error)
         if values:
             split.bad_values.append(values)
     return split
@@ -127,10 +133,11 @@ def _problems(survey: FolderSurvey, sources: dict[str, str], train_split: str, e
     return found
 
 
-def survey_lines(survey: FolderSurvey, train_split: str = "train", eval_split: str = "val") -> list[str]:
+def survey_lines(survey: FolderSurvey, train_split: str = "train") -> list[str]:
     """The survey as the lines check_dataset prints (problems excluded: the script prints them last)."""
     if not survey.class_names:
         return [f"folder dataset at {survey.root}"]
+    eval_split = survey.eval_split
     roles = {train_split: "training", eval_split: "evaluation"}
     if train_split == eval_split:
         roles[train_split] = "training, evaluation"

@@ -9,7 +9,8 @@ one-line `DatasetError` naming the file and line (`labels.csv:7: …`).
                                it, the sorted names found
     <root>/masks/<id>.png      optional, for some or all images (`src.data.folder`)
     <root>/boxes.csv           optional, `image,class,x0,y0,x1,y1` in pixels of the image as stored, 0-based,
-                               x1 and y1 inclusive (the last column and row inside the box)
+                               x1 and y1 inclusive (the last column and row inside the box; x1 = W or y1 = H
+                               are read as an exclusive end and clipped)
 
 Splits come from `src.data.folder_splits`. This module knows files and names only: no tensors, no transforms.
 """
@@ -87,12 +88,13 @@ def read_classes(path: Path) -> tuple[str, ...]:
 
 
 def csv_rows(path: Path, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> list[tuple[int, dict]]:
-    """(line number, row) of each non-empty row of a headed CSV; the header must hold `required` columns."""
+    """(line number, row) of each non-empty row of a headed CSV; the header must hold `required` columns (other
+    columns, e.g. notes, are read and ignored)."""
     with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a spreadsheet's byte-order mark
         reader = csv.reader(handle)
         header = [name.strip() for name in next(reader, [])]
         expected = ",".join(required) + "".join(f"[,{name}]" for name in optional)
-        if not set(required) <= set(header) or not set(header) <= set(required + optional):
+        if not set(required) <= set(header) or len(set(header)) != len(header):
             raise DatasetError(f"{path}:1: header {','.join(header)!r}; expected {expected!r}")
         rows = []
         for row in reader:
@@ -114,6 +116,8 @@ class ImageNames:
         self.image_dir = image_dir
 
     def __call__(self, name: str, where: str) -> str:
+        name = name.replace("\\", "/")
+        name = name[len("images/"):] if name.startswith("images/") else name  # a path from the root also names it
         image_id = self.by_name.get(name) or (name if name in self.found else None)
         if image_id is None:
             raise DatasetError(f"{where}: image {name!r} not found under {self.image_dir}; expected a file name "
@@ -227,8 +231,9 @@ def read_boxes(root: Path, images: FolderImages, sizes: dict[str, tuple[int, int
         except ValueError:
             raise DatasetError(f"{where}: box {[row[k] for k in ('x0', 'y0', 'x1', 'y1')]}; expected numbers") from None
         height, width = sizes[image_id]
-        if not (0 <= x0 <= x1 < width and 0 <= y0 <= y1 < height):
+        if not (0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height):
             raise DatasetError(f"{where}: box ({x0:g}, {y0:g}, {x1:g}, {y1:g}) is not inside the {height}x{width} "
                                "(HxW) image; expected 0 <= x0 <= x1 < W and 0 <= y0 <= y1 < H (inclusive pixels)")
-        boxes.setdefault(image_id, []).append([x0, y0, x1, y1])
+        # x1 = W (or y1 = H) can only be an exclusive end: the box reaches the border
+        boxes.setdefault(image_id, []).append([x0, y0, min(x1, width - 1), min(y1, height - 1)])
     return {image_id: np.asarray(b, dtype=np.float32) for image_id, b in boxes.items()}

@@ -27,6 +27,13 @@ class FolderSplits:
     sources: dict[str, str]
 
 
+def default_eval_split(splits: FolderSplits, eval_split: str | None) -> str:
+    """`data.eval_split`, or when it is null: `val`, or `test` where `val` is empty and `test` is not."""
+    if eval_split is not None:
+        return eval_split
+    return "test" if not splits.members["val"] and splits.members["test"] else "val"
+
+
 def check_fractions(fractions: Mapping) -> dict[str, float]:
     """`data.split_fractions` as {train, val, test} ≥ 0 summing to 1, train > 0."""
     try:

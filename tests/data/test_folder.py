@@ -183,3 +183,31 @@ def test_config_group_builds_the_datamodule(example):
     assert isinstance(dm, FolderDataModule) and dm.name == "folder" and dm.seed_background is False
     dm.setup()
     assert len(dm.eval_set) == example[1]["val"]
+
+
+def test_what_other_tools_write_is_read(example, tmp_path):
+    """An extra column, image names with 'images/', masks saved as 16-bit or equal-channel RGB PNGs, a box whose
+    end is exclusive (x1 = W), and no val split (the evaluation falls back to test)."""
+    root = copy_of(example[0], tmp_path / "other_tools")
+    lines = (root / "labels.csv").read_text().splitlines()
+    rows = [f"images/{line}".replace(",val", ",test") + ",note" for line in lines[1:]]
+    (root / "labels.csv").write_text("\n".join([lines[0] + ",notes", *rows]) + "\n")
+    masked = sorted((root / "masks").glob("*.png"))
+    written = {path.stem: np.array(Image.open(path)) for path in masked[:2]}
+    Image.fromarray(written[masked[0].stem].astype(np.uint16)).save(masked[0])
+    Image.fromarray(np.repeat(written[masked[1].stem][..., None], 3, axis=2)).save(masked[1])
+    assert Image.open(masked[0]).mode == "I;16" and Image.open(masked[1]).mode == "RGB"
+    box = (root / "boxes.csv").read_text().splitlines()[1].split(",")
+    rewrite = ",".join(box[:4] + [str(EXAMPLE_SIZE), box[5]])
+    (root / "boxes.csv").write_text("\n".join(["image,class,x0,y0,x1,y1", rewrite]) + "\n")
+    dm = datamodule(root)
+    assert dm.eval_split == "test" and dm.folder_splits.members["val"] == []
+    for split in ("train", "test"):
+        files = dm.split_files(split)
+        for image_id, annotation in zip(files.ids, files.annotations):
+            if image_id in written:
+                dataset = dm.dataset_class(files, None)
+                mask, _ = dataset.read_annotation(files.ids.index(image_id), (EXAMPLE_SIZE, EXAMPLE_SIZE))
+                np.testing.assert_array_equal(mask, written[image_id])
+    boxes = dm.boxes[box[0].rsplit(".", 1)[0]]
+    assert boxes.tolist() == [[float(box[2]), float(box[3]), EXAMPLE_SIZE - 1, float(box[5])]]

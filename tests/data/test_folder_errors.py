@@ -66,9 +66,16 @@ def mask_class_out_of_range(root):
     return rf"masks/{stem}\.png: mask holds class id\(s\) \[9\] out of range; expected 0 \(background\), 1\.\.8"
 
 
+def colour_mask(root):
+    stem = first_masked(root)
+    Image.fromarray(np.full((EXAMPLE_SIZE, EXAMPLE_SIZE, 3), (200, 0, 0), np.uint8)).save(root / "masks" / f"{stem}.png")
+    return rf"masks/{stem}\.png: mask is a colour image \(mode 'RGB'\); expected class indices"
+
+
 def empty_eval_split(root):
     rewrite_rows(root / "labels.csv", lambda lines: [line.replace(",val", ",test") for line in lines])
-    return r"the split column of .*labels\.csv: split 'val' is empty; expected images in it"
+    # asked for by name (data.eval_split=null would take test, the split that has images)
+    return r"the split column of .*labels\.csv: split 'val' is empty; expected images in it", {"eval_split": "val"}
 
 
 def empty_split_list(root):
@@ -149,6 +156,7 @@ def no_images_folder(root):
 
 
 CASES = [unknown_class, duplicate_row, duplicate_file, row_without_image, mask_of_another_size, mask_class_out_of_range,
+         colour_mask,
          empty_eval_split, empty_split_list, class_without_training_image, class_in_classes_txt_never_used,
          labels_separated_by_commas, wrong_header, unknown_split, duplicate_class, box_outside_image,
          box_of_a_class_the_image_lacks, box_not_numeric, loose_image_without_labels_csv, no_images_folder]
@@ -157,9 +165,9 @@ CASES = [unknown_class, duplicate_row, duplicate_file, row_without_image, mask_o
 @pytest.mark.parametrize("damage", CASES, ids=[case.__name__ for case in CASES])
 def test_bad_input_is_one_line_naming_the_file_and_row(example, tmp_path, damage):
     root = copy_of(example, tmp_path / "damaged")
-    expected = damage(root)
+    expected, options = (lambda found: found if isinstance(found, tuple) else (found, {}))(damage(root))
     with pytest.raises(DatasetError) as error:
-        dm = FolderDataModule(str(root), image_size=EXAMPLE_SIZE, num_workers=0)
+        dm = FolderDataModule(str(root), image_size=EXAMPLE_SIZE, num_workers=0, **options)
         dm.setup()
     message = str(error.value)
     assert "\n" not in message
