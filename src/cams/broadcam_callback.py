@@ -76,7 +76,8 @@ class BroadCAMCallback(pl.Callback):
     def __init__(self, stages: Sequence[str] = ("layer3", "layer4"), alpha: float = 50.0, step: int = 256,
                  network: str | Callable[[pl.LightningModule], nn.Module] = "net",
                  dataloader: Iterable | Callable[[pl.Trainer], Iterable] | None = None,
-                 num_classes: int | None = None, dirpath: str | Path | bool | None = None, cam_options: dict | None = None):
+                 num_classes: int | None = None, dirpath: str | Path | bool | None = None,
+                 cam_options: dict | None = None):
         self.fitting = BLSFitting(stages, alpha, step)
         self.network, self.dataloader, self.num_classes = network, dataloader, num_classes
         self.dirpath, self.cam_options = dirpath, dict(cam_options or {})

@@ -122,7 +122,8 @@ class FolderDataModule(FileSplitDataModule):
             raise DatasetError(f"data.name={name!r}; expected letters, digits, '_', '.' or '-' (it names report files)")
         for key, split in (("data.train_split", train_split), ("data.eval_split", eval_split or "val")):
             if split not in SPLIT_NAMES:
-                raise DatasetError(f"{key}={split!r}; expected one of {list(SPLIT_NAMES)} (or null for data.eval_split)")
+                raise DatasetError(f"{key}={split!r}; expected one of {list(SPLIT_NAMES)} "
+                                   "(or null for data.eval_split)")
         self.name = str(name)
         self.seed_background = bool(background)
         self.eval_size = None if eval_size is None else int(eval_size)

@@ -56,7 +56,8 @@ def survey_folder(root: str | Path, train_split: str = "train", eval_split: str 
     except DatasetError as error:
         survey.problems.append(str(error))
         return survey
-    survey.class_names, survey.classes_from, survey.unlabelled = images.class_names, images.classes_from, images.unlabelled
+    survey.class_names, survey.classes_from = images.class_names, images.classes_from
+    survey.unlabelled = images.unlabelled
     survey.split_source = splits.sources[train_split]
     survey.eval_split = eval_split = default_eval_split(splits, eval_split)
     try:
@@ -81,7 +82,8 @@ def survey_folder(root: str | Path, train_split: str = "train", eval_split: str 
     known = {f"{image_id}.png" for image_id in images.ids}
     mask_dir = root / "masks"
     if mask_dir.is_dir():
-        survey.orphan_masks = [p for p in sorted(mask_dir.rglob("*.png")) if p.relative_to(mask_dir).as_posix() not in known]
+        survey.orphan_masks = [path for path in sorted(mask_dir.rglob("*.png"))
+                               if path.relative_to(mask_dir).as_posix() not in known]
     survey.problems += _problems(survey, splits.sources, train_split, eval_split, on_corrupt)
     return survey
 
@@ -148,12 +150,14 @@ def survey_lines(survey: FolderSurvey, train_split: str = "train") -> list[str]:
              f"{'bad ids':>8} {'boxed':>6}"]
     for name, split in survey.splits.items():
         role = f"  [{roles[name]}]" if name in roles else ""
-        lines.append(f"  {name:<6} {split.images:>7} {split.no_class:>9} {split.masks_found:>6} {split.masks_missing:>8} "
+        lines.append(f"  {name:<6} {split.images:>7} {split.no_class:>9} {split.masks_found:>6} "
+                     f"{split.masks_missing:>8} "
                      f"{len(split.wrong_size):>11} {len(split.bad_values):>8} {split.boxed:>6}{role}")
     width = max(len(name) for name in survey.class_names)
     lines.append(f"  images per class: {'class':<{width}} " + " ".join(f"{name:>6}" for name in survey.splits))
     for c, name in enumerate(survey.class_names):
-        lines.append(f"                    {name:<{width}} " + " ".join(f"{s.per_class[c]:>6}" for s in survey.splits.values()))
+        counts = " ".join(f"{split.per_class[c]:>6}" for split in survey.splits.values())
+        lines.append(f"                    {name:<{width}} {counts}")
     no_training = [c for c, count in zip(survey.class_names, survey.splits[train_split].per_class) if count == 0]
     lines.append(f"  classes with no training image: {', '.join(no_training) if no_training else 'none'}")
     example = f", e.g. {survey.unlabelled[0]}" if survey.unlabelled else ""

@@ -225,7 +225,8 @@ def read_boxes(root: Path, images: FolderImages, sizes: dict[str, tuple[int, int
         c = class_index(row["class"], classes, where, images.classes_from)
         if not images.labels[index[image_id], c]:
             raise DatasetError(f"{where}: a box of class {row['class']!r} on {row['image']!r}, whose labels "
-                               f"({images.sources[index[image_id]]}) do not hold that class; expected one of its classes")
+                               f"({images.sources[index[image_id]]}) do not hold that class; expected one of its "
+                               "classes")
         try:
             x0, y0, x1, y1 = (float(row[key]) for key in ("x0", "y0", "x1", "y1"))
         except ValueError:

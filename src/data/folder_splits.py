@@ -39,7 +39,8 @@ def check_fractions(fractions: Mapping) -> dict[str, float]:
     try:
         values = {name: float(fractions[name]) for name in SPLIT_NAMES}
     except (KeyError, TypeError, ValueError):
-        raise DatasetError(f"data.split_fractions={dict(fractions) if isinstance(fractions, Mapping) else fractions!r}; "
+        shown = dict(fractions) if isinstance(fractions, Mapping) else fractions
+        raise DatasetError(f"data.split_fractions={shown!r}; "
                            "expected {train: …, val: …, test: …}, numbers summing to 1") from None
     if min(values.values()) < 0 or values["train"] <= 0 or not math.isclose(sum(values.values()), 1.0, abs_tol=1e-6):
         raise DatasetError(f"data.split_fractions={values}; expected fractions ≥ 0 summing to 1, train > 0")
@@ -55,7 +56,8 @@ def folder_splits(images: FolderImages, fractions: Mapping, seed: int) -> Folder
     if split_dir.is_dir():
         return _listed_splits(images, split_dir)
     fractions = check_fractions(fractions)
-    where = f"a stratified split by data.split_fractions={fractions}, data.split_seed={seed} (no split column, no splits/)"
+    where = (f"a stratified split by data.split_fractions={fractions}, data.split_seed={seed} "
+             "(no split column, no splits/)")
     return FolderSplits(stratified_split(images.labels, fractions, seed), {name: where for name in SPLIT_NAMES})
 
 

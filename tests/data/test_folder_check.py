@@ -47,11 +47,13 @@ def test_a_damaged_copy_lists_every_problem_and_exits_1(example, tmp_path, capsy
     lines = (root / "labels.csv").read_text().splitlines()
     stems = [line.split(",")[0].rsplit(".", 1)[0] for line in lines[1:]]
     masked = [s for s in stems if (root / "masks" / f"{s}.png").is_file()]
-    Image.fromarray(np.zeros((EXAMPLE_SIZE, EXAMPLE_SIZE + 3), np.uint8), mode="L").save(root / "masks" / f"{masked[0]}.png")
+    wrong = np.zeros((EXAMPLE_SIZE, EXAMPLE_SIZE + 3), np.uint8)
+    Image.fromarray(wrong, mode="L").save(root / "masks" / f"{masked[0]}.png")
     jpeg = next(p for p in (root / "images").glob("*.jpg"))
     jpeg.write_bytes(jpeg.read_bytes()[:200])  # truncated
-    rewrite_rows(root / "labels.csv", lambda rows: [row.replace(",train", ",test") if "ell" in row.split(",")[1] else row
-                                                    for row in rows[:-1]])  # the last image loses its row
+    def move_ell_and_drop_the_last(rows):  # every 'ell' image leaves train; the last image loses its row
+        return [row.replace(",train", ",test") if "ell" in row.split(",")[1] else row for row in rows[:-1]]
+    rewrite_rows(root / "labels.csv", move_ell_and_drop_the_last)
     Image.fromarray(np.zeros((4, 4), np.uint8), mode="L").save(root / "masks" / "nobody.png")
     code, out = check(root, capsys)
     assert code == 1

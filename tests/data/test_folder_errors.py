@@ -68,7 +68,8 @@ def mask_class_out_of_range(root):
 
 def colour_mask(root):
     stem = first_masked(root)
-    Image.fromarray(np.full((EXAMPLE_SIZE, EXAMPLE_SIZE, 3), (200, 0, 0), np.uint8)).save(root / "masks" / f"{stem}.png")
+    red = np.full((EXAMPLE_SIZE, EXAMPLE_SIZE, 3), (200, 0, 0), np.uint8)
+    Image.fromarray(red).save(root / "masks" / f"{stem}.png")
     return rf"masks/{stem}\.png: mask is a colour image \(mode 'RGB'\); expected class indices"
 
 

@@ -62,8 +62,9 @@ def test_same_classes_subset_and_evaluation_targets(both):
 
 def evaluate(dm, net: torch.nn.Module) -> tuple[dict, torch.Tensor]:
     bls, _ = BLSFitting(["layer3", "layer4"], alpha=50.0, step=256)(net, dm, "cpu")
+    thresholds = {"start": 0.0, "stop": 0.6, "step": 0.05}
     evaluation = CamEvaluation(net, CamSpec("broadcam", ["layer3", "layer4"], {"bls": bls}), dm.num_classes,
-                               dm.seed_background, dm.ignore_index, dm.metrics, {"start": 0.0, "stop": 0.6, "step": 0.05})
+                               dm.seed_background, dm.ignore_index, dm.metrics, thresholds)
     pl.Trainer(accelerator="cpu", logger=False, inference_mode=False, enable_progress_bar=False,
                enable_model_summary=False).test(evaluation, dataloaders=dm.test_dataloader(), verbose=False)
     return evaluation.results(), bls.cam_weights

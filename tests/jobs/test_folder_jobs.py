@@ -82,7 +82,8 @@ def test_example_from_check_to_sweep_to_report(tmp_path, capsys):
                                        "--cell-px", "32"]) == 0
     with open(tmp_path / "report" / "results.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert sorted(row["method"] for row in rows) == ["broadcam", "cam"] and {row["dataset"] for row in rows} == {"folder"}
+    assert sorted(row["method"] for row in rows) == ["broadcam", "cam"]
+    assert {row["dataset"] for row in rows} == {"folder"}
     tables = {p.name for p in (tmp_path / "report" / "tables").glob("*.md")}
     assert "folder_resnet18_small_seed_mIoU.md" in tables
     assert (tmp_path / "report" / "seed_grid_folder_resnet18_small.png").is_file()
