@@ -130,8 +130,7 @@ class FolderDataModule(FileSplitDataModule):
         self.train_split = train_split
         self.layout = read_folder_images(self.root)
         self.class_names = self.layout.class_names
-        self.folder_splits = folder_splits(self.layout, split_fractions or {"train": 0.7, "val": 0.15, "test": 0.15},
-                                           int(split_seed))
+        self.folder_splits = folder_splits(self.layout, split_fractions, int(split_seed))
         self.eval_split = default_eval_split(self.folder_splits, eval_split)
         self.boxes = read_boxes(self.root, self.layout, _LazySizes(self.layout))
         self._check_training_classes()

@@ -48,11 +48,12 @@ class FolderSurvey:
 def survey_folder(root: str | Path, train_split: str = "train", eval_split: str | None = None,
                   split_fractions: Mapping | None = None, split_seed: int = 0, on_corrupt: str = "error",
                   verify: bool = True) -> FolderSurvey:
+    """Survey the layout at `root` with the datamodule's split settings; `verify` decodes every used file."""
     root = Path(root)
     survey = FolderSurvey(root)
     try:
         images = read_folder_images(root)
-        splits = folder_splits(images, split_fractions or {"train": 0.7, "val": 0.15, "test": 0.15}, int(split_seed))
+        splits = folder_splits(images, split_fractions, int(split_seed))
     except DatasetError as error:
         survey.problems.append(str(error))
         return survey

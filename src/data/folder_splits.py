@@ -19,6 +19,9 @@ from src.data.folder_layout import SPLIT_NAMES, FolderImages, ImageNames
 from src.data.image_io import DatasetError
 
 
+DEFAULT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}  # conf/data/folder.yaml's split_fractions
+
+
 @dataclass
 class FolderSplits:
     """Per split, indices into `FolderImages.ids` (sorted); `sources[split]` names where it came from."""
@@ -47,7 +50,8 @@ def check_fractions(fractions: Mapping) -> dict[str, float]:
     return values
 
 
-def folder_splits(images: FolderImages, fractions: Mapping, seed: int) -> FolderSplits:
+def folder_splits(images: FolderImages, fractions: Mapping | None, seed: int) -> FolderSplits:
+    """The splits of `images` from the first source the layout has (the module docstring's order)."""
     if images.splits is not None:
         where = f"the split column of {images.root / 'labels.csv'}"
         members = {name: [i for i, s in enumerate(images.splits) if s == name] for name in SPLIT_NAMES}
@@ -55,7 +59,7 @@ def folder_splits(images: FolderImages, fractions: Mapping, seed: int) -> Folder
     split_dir = images.root / "splits"
     if split_dir.is_dir():
         return _listed_splits(images, split_dir)
-    fractions = check_fractions(fractions)
+    fractions = check_fractions(fractions or DEFAULT_FRACTIONS)
     where = (f"a stratified split by data.split_fractions={fractions}, data.split_seed={seed} "
              "(no split column, no splits/)")
     return FolderSplits(stratified_split(images.labels, fractions, seed), {name: where for name in SPLIT_NAMES})
