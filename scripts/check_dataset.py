@@ -2,6 +2,10 @@
 sizes, missing masks, unreadable files and masks whose size differs from their image's.
 
     python scripts/check_dataset.py data=voc2012 data.root=/data/VOCdevkit/VOC2012 [--no-verify]
+    python scripts/check_dataset.py data=folder data.root=/data/my_images
+
+A folder dataset (`data=folder`) is surveyed by `src.data.folder_check`: images per split and per class, images
+without labels, masks found / missing / of the wrong size, classes with no training image, unreadable files.
 
 The overrides are Hydra's, composed with conf/config.yaml. Every file is decoded unless `--no-verify`
 (then only the listing, labels and mask presence are checked). Exits 1 when the training or the evaluation
@@ -22,7 +26,10 @@ from hydra.errors import InstantiationException  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from omegaconf.errors import MissingMandatoryValue  # noqa: E402
 
+from src.data.folder_check import survey_folder, survey_lines  # noqa: E402
 from src.data.image_io import DatasetError, FileSplitDataModule, SplitFiles, image_hw  # noqa: E402
+
+FOLDER_TARGET = "src.data.folder.FolderDataModule"
 
 
 def mask_size_mismatches(files: SplitFiles) -> list[str]:
@@ -30,6 +37,8 @@ def mask_size_mismatches(files: SplitFiles) -> list[str]:
     found = []
     for image, annotation in zip(files.images, files.annotations or []):
         mask = annotation[0] if isinstance(annotation, tuple) else annotation
+        if mask is None:  # a folder dataset's image without a mask
+            continue
         try:
             sizes = image_hw(mask), image_hw(image)
         except OSError:
@@ -81,6 +90,25 @@ def problems(split: str, info: dict, role: str, on_corrupt: str) -> list[str]:
     return found
 
 
+def check_folder(cfg, verify: bool) -> int:
+    """Survey a `data=folder` layout (`src.data.folder_check`), print it and its problems; 1 when unusable."""
+    data = cfg.data
+    try:
+        root = data.root
+    except MissingMandatoryValue:
+        print("UNUSABLE: data.root is not set; give it as an override, e.g. data.root=/path/to/my_images")
+        return 1
+    fractions = OmegaConf.to_container(data.split_fractions) if data.get("split_fractions") else None
+    survey = survey_folder(root, data.train_split, data.eval_split, fractions, data.split_seed, data.on_corrupt, verify)
+    for line in survey_lines(survey, data.train_split):
+        print(line)
+    for problem in survey.problems:
+        print(f"UNUSABLE: {problem}")
+    if not survey.problems:
+        print("usable")
+    return 1 if survey.problems else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. data=voc2012 data.root=/data/VOC2012")
@@ -90,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     with initialize_config_dir(str(Path(args.config_dir).resolve()), version_base="1.3"):
         cfg = compose("config", overrides=args.overrides)
     on_corrupt = cfg.data.get("on_corrupt", "error")
+    if OmegaConf.select(cfg, "data._target_") == FOLDER_TARGET:
+        return check_folder(cfg, verify=not args.no_verify)
     try:
         # listing with "skip" decodes every file and collects the unreadable ones instead of stopping
         policy = {"on_corrupt": "error" if args.no_verify else "skip"} if "on_corrupt" in cfg.data else {}

@@ -55,8 +55,12 @@ class BLSFitting:
                  output_dir: str | Path | None = None) -> tuple[BroadLearningSystem, dict]:
         """Fit on `datamodule`'s subset; save `<output_dir>/bls.pt` when `output_dir` is given. Returns
         (bls, info) as `fit_bls`; the CAM gets it as `create_cam(..., bls=bls)`."""
-        bls, info = fit_bls(net, datamodule.train_subset_eval_dataloader(), self.stages, self.alpha, self.step,
-                            device)
+        return self.fit_loader(net, datamodule.train_subset_eval_dataloader(), device, output_dir)
+
+    def fit_loader(self, net: nn.Module, dataloader: Iterable[dict], device: torch.device | str,
+                   output_dir: str | Path | None = None) -> tuple[BroadLearningSystem, dict]:
+        """The same step on any loader of `{"image", "labels", "index"}` batches (the Lightning callback's)."""
+        bls, info = fit_bls(net, dataloader, self.stages, self.alpha, self.step, device)
         if output_dir is not None:
             with atomic_path(Path(output_dir) / BLS_FILE) as tmp:  # a killed job never leaves half a BLS
                 bls.save(tmp)

@@ -13,4 +13,6 @@ from .registry import CAM_METHODS, CamSpec, create_cam, register_cam
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["CAM_METHODS", "FUSIONS", "CamEngine", "CamSpec", "CamView", "create_cam", "normalize_maps", "register_cam"]
+from .broadcam_callback import BroadCAMCallback  # noqa: E402  (fits BroadCAM's BLS in your own Lightning pipeline)
+
+__all__ = ["BroadCAMCallback", "CAM_METHODS", "FUSIONS", "CamEngine", "CamSpec", "CamView", "create_cam", "normalize_maps", "register_cam"]

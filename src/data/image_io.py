@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from src.data.collate import empty_boxes
 from src.data.datamodule import ProportionDataModule
+from src.data.pixels import rgb_array
 from src.data.transforms import EvalTransform, TrainTransform
 
 log = logging.getLogger(__name__)
@@ -67,14 +68,15 @@ def require_files(paths: list[Path], what: str) -> None:
 
 
 def read_rgb(path: Path) -> torch.Tensor:
-    """An image file → uint8 [3, H, W] RGB (grayscale, palette and alpha images converted)."""
+    """An image file → uint8 [3, H, W] RGB (grayscale, palette, alpha and 16-bit images converted by the rule of
+    `src.data.pixels`)."""
     try:
         with Image.open(path) as image:
-            array = np.array(image.convert("RGB"))
+            array = rgb_array(image)
     except FileNotFoundError:
         raise MissingFileError(f"{path}: image not found") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise DatasetError(f"{path}: unreadable image ({error}); expected a JPEG or PNG file") from None
+        raise DatasetError(f"{path}: unreadable image ({error}); expected a JPEG, PNG, TIFF or BMP file") from None
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 

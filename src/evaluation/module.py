@@ -62,6 +62,7 @@ classifier identity `checkpoint_classifier`); `batches_done` says
         self.cls_map = MultilabelAveragePrecision(num_labels=num_classes, average="macro")
         self.n_scored = SumMetric()  # images actually scored (limit_test_batches, DDP ranks summed)
         self.n_without_class = SumMetric()  # no-plane seeds (BCSS): images whose mask holds no class, not scored
+        self.n_without_mask = SumMetric()  # masks all "ignore" (a folder dataset's unmasked images): nothing scored
         metrics = {}
         if "seed_mIoU" in metric_names:
             metrics["seed"] = SeedMIoU(num_classes + int(seed_background), background=seed_background,
@@ -129,6 +130,7 @@ classifier identity `checkpoint_classifier`); `batches_done` says
             # (a BCSS patch of background only) has no seed to score, so it is counted and left out.
             scored = labels.sum(1) > 0 if not self.seed_background else labels.new_ones(len(labels), dtype=torch.bool)
             self.n_without_class.update(int((~scored).sum()))
+            self.n_without_mask.update(int((masks == self.ignore_index).flatten(1).all(1).sum()))
             if bool(scored.any()):
                 indices = None
                 if self.metrics["seed"].per_image:
@@ -179,7 +181,8 @@ classifier identity `checkpoint_classifier`); `batches_done` says
             out["metrics"].update(seed_mIoU=seed["mIoU"], seed_threshold=seed["threshold"])
             per_class = [None if math.isnan(iou) else iou for iou in seed["per_class_IoU"]]  # strict JSON
             out["details"].update(per_class_IoU=per_class, seed_curve=seed["curve"],
-                                  seed_images_without_class=int(self.n_without_class.compute()))
+                                  seed_images_without_class=int(self.n_without_class.compute()),
+                                  seed_images_without_mask=int(self.n_without_mask.compute()))
         if "pxap" in self.metrics:
             out["metrics"]["PxAP"] = float(self.metrics["pxap"].compute())
         if "boxacc" in self.metrics:

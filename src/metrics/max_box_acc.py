@@ -51,7 +51,8 @@ class MaxBoxAccV2(Metric):
 
         Args:
             scoremaps: [B, H, W] in [0, 1] (normalised by the caller).
-            gt_boxes: B tensors [N_i, 4] (x0, y0, x1, y1) in the score maps' pixel coordinates.
+            gt_boxes: B tensors [N_i, 4] (x0, y0, x1, y1) in the score maps' pixel coordinates; an image with
+                N_i = 0 is left out (neither correct nor counted in `num_images`).
         """
         if scoremaps.ndim != 3 or len(gt_boxes) != scoremaps.shape[0]:
             raise ValueError(
@@ -59,6 +60,8 @@ class MaxBoxAccV2(Metric):
             )
         limits = torch.tensor(self.iou_thresholds, dtype=torch.float64)[:, None] / 100
         for scoremap, truth in zip(scoremaps, gt_boxes):
+            if len(truth) == 0:  # an image without ground-truth boxes (a folder dataset's) is not scored
+                continue
             boxes = boxes_from_scoremap(scoremap.cpu(), self.thresholds, self.multi_contour)
             counts = [len(b) for b in boxes]
             ious = box_iou(torch.cat(boxes), torch.as_tensor(truth).cpu()).amax(dim=1)

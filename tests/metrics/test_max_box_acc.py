@@ -58,3 +58,14 @@ def test_bad_input_raises():
         metric.update(torch.zeros(2, 4, 4), [torch.zeros(1, 4)])
     with pytest.raises(ValueError, match="no image"):
         metric.compute()
+
+
+def test_an_image_without_boxes_is_not_scored():
+    """A folder dataset gives boxes for some images only: the others change neither the counts nor the score."""
+    maps, boxes = hand_batch()
+    scored = MaxBoxAccV2(thresholds=[0.1, 0.6])
+    scored.update(maps, boxes)
+    mixed = MaxBoxAccV2(thresholds=[0.1, 0.6])
+    mixed.update(torch.cat([maps[:1], torch.rand(1, 20, 20), maps[1:]]),
+                 [boxes[0], torch.zeros((0, 4)), *boxes[1:]])
+    assert int(mixed.num_images) == 3 and mixed.compute() == scored.compute()
