@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image
 
-from src.data.folder_layout import SPLIT_NAMES, read_boxes, read_folder_images
+from src.data.folder_layout import SPLIT_NAMES, layout_digest, read_boxes, read_folder_images
 from src.data.folder_splits import default_eval_split, folder_splits
 from src.data.image_io import (CorruptFilePolicy, DatasetError, FileSplitDataModule, ImageFileDataset, SplitFiles,
                                read_index_png)
@@ -134,6 +134,12 @@ class FolderDataModule(FileSplitDataModule):
         self.eval_split = default_eval_split(self.folder_splits, eval_split)
         self.boxes = read_boxes(self.root, self.layout, _LazySizes(self.layout))
         self._check_training_classes()
+
+    @staticmethod
+    def content_digest(data_config: Mapping) -> str:
+        """What the folder holds beyond the config (labels, classes, splits, image files), for the classifier
+        cache key: `src.data.folder_layout.layout_digest` of `data_config["root"]`."""
+        return layout_digest(data_config["root"])
 
     # ------------------------------------------------------------------ the protocol, from what the folder holds
     @property

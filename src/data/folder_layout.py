@@ -238,3 +238,21 @@ def read_boxes(root: Path, images: FolderImages, sizes: dict[str, tuple[int, int
         # x1 = W (or y1 = H) can only be an exclusive end: the box reaches the border
         boxes.setdefault(image_id, []).append([x0, y0, min(x1, width - 1), min(y1, height - 1)])
     return {image_id: np.asarray(b, dtype=np.float32) for image_id, b in boxes.items()}
+
+
+def layout_digest(root: str | Path) -> str:
+    """sha1 over what decides a classifier trained on the folder, beyond the config: the bytes of labels.csv,
+    classes.txt and splits/*.txt, and every image's path and size. The classifier cache key holds it, so editing
+    the labels or the splits in place (same `data.root`) trains a new classifier instead of reusing the old one.
+    Masks and boxes are left out: they change scores, not the classifier. An image rewritten in place with the
+    same byte size is not seen (hashing every image's bytes would read the whole dataset at each job start)."""
+    import hashlib
+
+    root = Path(root)
+    digest = hashlib.sha1()
+    for name in (LABELS_FILE, CLASSES_FILE, *sorted(p.relative_to(root).as_posix() for p in root.glob("splits/*.txt"))):
+        path = root / name
+        digest.update(f"{name}\0".encode() + (path.read_bytes() if path.is_file() else b"<absent>") + b"\0")
+    for image_id, path in scan_images(root / "images").items():
+        digest.update(f"{path.relative_to(root).as_posix()}\0{path.stat().st_size}\0".encode())
+    return digest.hexdigest()[:16]

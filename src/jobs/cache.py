@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning import LightningDataModule, LightningModule, Trainer
 from torch import nn
 
+from src.data import data_content_digest
 from src.jobs.distributed import Ranks
 from src.jobs.identity import entry_identity, identity, now_stamp, weights_sha1
 from src.jobs.pretrained_cache import is_pretrained_name, pretrain_config, pretrained_key
@@ -48,11 +49,14 @@ _TRAINER_KEYS_IN_KEY = {"max_steps", "max_epochs", "precision", "accumulate_grad
 
 def classifier_key_fields(cfg: DictConfig) -> dict:
     """What determines a trained classifier: dataset (and its root), backbone and weights (for pretrained
-    weights, the key of their pretraining config, not only their name), proportion, seed and training config."""
+    weights, the key of their pretraining config, not only their name), proportion, seed and training config;
+    for a datamodule with a `content_digest` (data=folder), the digest of what its folder holds."""
     data = OmegaConf.to_container(cfg.data, resolve=True)
     pretrained = {"pretrained": pretrained_key(pretrain_config())} if is_pretrained_name(cfg.backbone.weights) else {}
+    content = data_content_digest(data)  # a dataset the user edits in place (data=folder): its labels and files
     return {
         **pretrained,
+        **({"data_content": content} if content else {}),
         "data": {k: v for k, v in data.items() if k not in _DATA_KEYS_NOT_IN_KEY},
         "backbone": OmegaConf.to_container(cfg.backbone, resolve=True),
         "proportion": float(cfg.proportion),

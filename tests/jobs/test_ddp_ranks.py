@@ -89,8 +89,8 @@ def test_a_failing_rank_ends_its_job_with_its_error_as_the_last_line(broken_voc,
                      timeout=TIMEOUT_S)
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert errors == [f"error: DDP rank 1 of 2: {bad}: unreadable image (Truncated File Read); expected a JPEG "
-                      "or PNG file"] * 2  # rank 1's own line, then rank 0's, the job's last
+    assert errors == [f"error: DDP rank 1 of 2: {bad}: unreadable image (Truncated File Read); expected a JPEG, "
+                      "PNG, TIFF or BMP file"] * 2  # rank 1's own line, then rank 0's, the job's last
     assert result.stderr.strip().splitlines()[-1] == errors[-1]
     assert not (tmp_path / "job" / "results.json").exists()
 
@@ -103,7 +103,8 @@ def test_a_failing_rank_ends_only_its_job_of_a_local_multirun(broken_voc, tmp_pa
                      timeout=TIMEOUT_S)
     assert result.returncode == 1  # the sweep reports its failed job, after running the other
     assert [line for line in result.stderr.splitlines() if line.startswith("error: ")] \
-        == [f"error: DDP rank 1 of 2: {bad}: unreadable image (Truncated File Read); expected a JPEG or PNG file"] * 2
+        == [f"error: DDP rank 1 of 2: {bad}: unreadable image (Truncated File Read); expected a JPEG, PNG, TIFF or "
+            "BMP file"] * 2
     done = [json.loads(p.read_text()) for p in sweep.glob("*/results.json")]
     assert [(r["ranks"], r["n_eval"]) for r in done] == [(2, 5)]  # the train split's job completed
 

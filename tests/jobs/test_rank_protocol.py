@@ -46,7 +46,8 @@ def lock_is_held(cache: ClassifierCache, key: str) -> bool:
 def job(tmp_path):
     cfg = compose_config(TINY_JOB + [f"paths.cache_dir={tmp_path}"])
     fits = []
-    trainer = SimpleNamespace(fit=lambda model, datamodule: fits.append(datamodule.batch_size))
+    trainer = SimpleNamespace(fit=lambda model, datamodule, ckpt_path=None: fits.append(datamodule.batch_size),
+                              callbacks=[], global_step=0)
     datamodule = SimpleNamespace(subset_ids=["a", "b"], num_classes=2, batch_size=8)
     return cfg, SimpleNamespace(net=nn.Linear(2, 2)), datamodule, trainer, fits
 
