@@ -44,7 +44,7 @@ class CamEvaluation(pl.LightningModule):
     kept in `figure_samples` for the overlay grid. With `checkpoint_file`, the states are saved there every
     `checkpoint_every` batches and restored from it (made with the same `checkpoint_tag`); `batches_done` says
     how many batches the loader must skip. With `per_image_scores`, `results()["per_image"]` holds each scored
-    image's seed intersection and union per class at the chosen threshold (for paired statistics).
+    image's seed intersection and union per class at every threshold of the sweep (for paired statistics).
     """
 
     def __init__(self, net: nn.Module, cam: CamSpec, num_classes: int, seed_background: bool, ignore_index: int,
