@@ -95,6 +95,8 @@ def _run_stages(cfg: DictConfig, job: JobInputs, trainer: pl.Trainer, ranks: Ran
         "classifier": classifier, "bls": bls_info, "ranks": ranks.world_size,
         "config_fingerprint": config_fingerprint(cfg), "config": job.resolved_config,
     }
+    if evaluation.scoremaps is not None:  # wsolevaluation's scoremap_root, written by the CAM pass (every rank)
+        results["scoremap_root"] = str(evaluation.scoremaps.root)
     if not ranks.is_zero:
         return results
     export = build_export(cfg)
