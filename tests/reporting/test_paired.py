@@ -107,6 +107,9 @@ def test_rechosen_thresholds_equal_a_brute_force_resampling():
     assert fixed[1:] != pytest.approx((low, high), abs=1e-3)  # the case does re-choose thresholds
     full = [max(miou_of_sums(c[0][s].sum(0), c[1][s].sum(0))) for c in (ref, other) for s in range(seeds)]
     assert diff == fixed[0] == pytest.approx(np.mean(full[:seeds]) - np.mean(full[seeds:]))
+    # counts too large for float32 sums (VOC-sized images) take the float64 path; IoUs do not change with the scale
+    scaled = [tuple(c * 1_000_000 for c in counts) for counts in (ref, other)]
+    assert bootstrap_difference(*scaled, resamples=60) == pytest.approx((diff, low, high), abs=1e-9)
 
 
 def test_a_noisy_optimum_widens_the_interval_only_when_the_threshold_is_rechosen():
