@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="output dir (default: <first dir>/report)")
     parser.add_argument("--grid-images", type=int, default=3, help="evaluation images in the seed grid (0: no grid)")
     parser.add_argument("--cell-px", type=int, default=128, help="pixel size of one seed grid cell")
+    parser.add_argument("--grid-style", choices=["seeds", "heatmaps"], default="seeds",
+                        help="seed grid cells: seeds in the mask palette at each job's threshold (default), or the "
+                             "max over classes of the seed maps as jet heat maps")
     parser.add_argument("--device", default=None, help="device for the seed grid's CAMs (default: cuda if available)")
     parser.add_argument("--data", type=parse_assignment, action="append", default=[], metavar="KEY=VALUE",
                         help="override a key of the jobs' data config for the seed grid (repeatable)")
@@ -47,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     out = args.out or args.dirs[0] / "report"
     try:
-        grid = partial(grid_inputs, images=args.grid_images, device=args.device, data_overrides=dict(args.data))
+        grid = partial(grid_inputs, images=args.grid_images, device=args.device, data_overrides=dict(args.data),
+                       style=args.grid_style)
         written = build_report(args.dirs, out, grid if args.grid_images > 0 else None, args.cell_px)
     except (FileNotFoundError, KeyError, ValueError) as error:
         message = error.args[0] if error.args else repr(error)

@@ -111,6 +111,8 @@ def _run_stages(cfg: DictConfig, job: JobInputs, trainer: pl.Trainer, ranks: Ran
     }
     made_by = {"job_id": results["job_id"], "config_fingerprint": results["config_fingerprint"],
                "classifier": classifier["identity"]}
+    if evaluation.scoremaps is not None:  # wsolevaluation's scoremap_root, written by the CAM pass (every rank)
+        results["scoremap_root"] = str(evaluation.scoremaps.root)
     if not ranks.is_zero:
         return results
     export = build_export(cfg)

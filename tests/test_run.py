@@ -31,11 +31,13 @@ def test_one_job_writes_the_results_contract(tiny_overrides, tmp_path):
     assert (job / "cams.png").stat().st_size > 1000
     assert (job / "csv" / "metrics.csv").exists()
     assert not list(job.glob("*.tmp*"))
-    # Each scored image's seed counts at the chosen threshold, summed, give back the job's seed mIoU.
+    # Each scored image's seed counts at every threshold, summed, give back the job's curve and its seed mIoU.
     per_image = read_per_image(job)
     assert on_disk["per_image_scores"] == PER_IMAGE_FILE and list(per_image["index"]) == list(range(16))
-    assert miou_of_sums(per_image["intersection"].sum(0), per_image["union"].sum(0)) == pytest.approx(
-        on_disk["metrics"]["seed_mIoU"], abs=1e-9)
+    curve = miou_of_sums(per_image["intersection"].sum(0), per_image["union"].sum(0))
+    assert list(per_image["thresholds"]) == [t for t, _ in on_disk["details"]["seed_curve"]]
+    assert list(curve) == pytest.approx([m for _, m in on_disk["details"]["seed_curve"]], abs=1e-9)
+    assert max(curve) == pytest.approx(on_disk["metrics"]["seed_mIoU"], abs=1e-9)
 
 
 @pytest.mark.parametrize(("override", "key"), [

@@ -1,11 +1,18 @@
-"""CAM seeds of a whole split on disk, in the files downstream WSSS pipelines (IRN, PuzzleCAM, AMN…) read;
-run by the job after its evaluation when `export.seeds=true` (`SeedExport`, built from `conf/export/`).
+"""CAM seeds of a whole split on disk, in the files downstream WSSS pipelines (IRN, PuzzleCAM, AMN…) read as they
+are; run by the job after its evaluation when `export.seeds=true` (`SeedExport`, built from `conf/export/`).
 
 For every image of the split, under `out_dir`:
-- `npy/<stem>.npy`: `np.save` of a dict (load with `np.load(path, allow_pickle=True).item()`), IRN's layout:
-  `keys` int64 [K] the image's classes (0-based foreground indices, ascending), `high_res` float32 [K, H, W]
-  the raw class maps at the image's original size H×W, each divided by its max (+1e-5, as IRN), and `cam`
-  float32 [K, ⌈H/4⌉, ⌈W/4⌉] the same at IRN's stride-4 size;
+- `npy/<stem>.npy`: `np.save` of a dict (load with `np.load(path, allow_pickle=True).item()`) in the layout of
+  `export.format` (`SEED_FORMATS`):
+  - `irn` (default; IRN's `step/make_cam.py`, read by its `eval_cam.py`, `cam_to_ir_label.py` and
+    `make_sem_seg_labels.py`): `keys` int64 [K] the image's classes (0-based foreground indices, ascending),
+    `cam` a float32 torch tensor [K, ⌈H/4⌉, ⌈W/4⌉] (CPU) at IRN's stride-4 size, `high_res` float32 numpy
+    [K, H, W] at the image's original size H×W; each map is the raw class map resized to that size, then
+    divided by its max (+1e-5), as make_cam.py normalises both;
+  - `puzzlecam` (PuzzleCAM's `inference_classification.py`, read by its `evaluate.py` and AffinityNet-style
+    steps after it): `keys` int64 [K + 1] with the background first and the classes shifted by one
+    (`[0, c1 + 1, …]`), `cam` as above, `hr_cam` the high-resolution maps (as `high_res`). Its `keys` differ
+    from IRN's, so one file cannot serve both; it needs a background plane (not BCSS);
 - `png/<stem>.png`: the seed mask at H×W in the dataset's palette, by the seed rule (`src.metrics.seed_rule`):
   with a background plane (VOC, synthetic, OpenImages) `argmax([threshold, high_res…])`, 0 = background,
   class c → c + 1; without one (BCSS) the argmax over the image's classes, class c → c.
@@ -21,6 +28,7 @@ another manifest or `overwrite=true` rewrites the export.
 """
 from __future__ import annotations
 
+import gc
 import math
 import os
 from collections.abc import Sequence
@@ -38,11 +46,13 @@ from src.cams import CamSpec
 from src.data import ProportionDataModule
 from src.data.atomic import atomic_path
 from src.evaluation.export_manifest import prepare_export_dir
+from src.evaluation.portable_npy import save_dict_npy
 from src.evaluation.protocol import class_maps_at, gt_targets, seed_labels
 
 EXPORT_SPLITS = ("train", "val", "test", "eval", "all")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 STRIDE = 4  # IRN's `cam` is at the backbone's stride-4 size
+SEED_FORMATS = ("irn", "puzzlecam")
 
 
 def seed_file_stem(image_id: str) -> str:
@@ -79,12 +89,24 @@ class WithOriginalSize(Dataset):
         return {**sample, "original_hw": torch.tensor(size, dtype=torch.long)}
 
 
-def write_seed_files(npy_path: Path, png_path: Path, keys: np.ndarray, cam: np.ndarray, high_res: np.ndarray,
-                     mask: np.ndarray, palette: Sequence[int]) -> None:
-    """One image's `.npy` dict (IRN layout) and palette `.png`, each written atomically (a killed export never
-    leaves a half file that resuming would skip)."""
-    with atomic_path(npy_path) as tmp, open(tmp, "wb") as handle:  # a handle: np.save appends ".npy" to names
-        np.save(handle, {"keys": keys, "cam": cam, "high_res": high_res})
+def seed_record(keys: torch.Tensor, strided: torch.Tensor, high_res: torch.Tensor, seed_format: str) -> dict:
+    """One image's `.npy` dict in `seed_format`'s layout (module docstring) from its classes `keys` [K] and its
+    maps [K, ⌈H/4⌉, ⌈W/4⌉] and [K, H, W] in [0, 1]."""
+    cam = strided.detach().to("cpu", torch.float32).contiguous()  # a tensor: IRN's next steps call .cuda() on it
+    maps = high_res.detach().cpu().numpy().astype(np.float32)
+    keys = keys.cpu().numpy().astype(np.int64)
+    if seed_format == "irn":
+        return {"keys": keys, "cam": cam, "high_res": maps}
+    if seed_format == "puzzlecam":
+        return {"keys": np.pad(keys + 1, (1, 0)), "cam": cam, "hr_cam": maps}
+    raise ValueError(f"export.format={seed_format!r} is unknown; expected one of {list(SEED_FORMATS)}")
+
+
+def write_seed_files(npy_path: Path, png_path: Path, record: dict, mask: np.ndarray, palette: Sequence[int]) -> None:
+    """One image's `.npy` dict (`seed_record`; readable by numpy 1.x too, as IRN's and PuzzleCAM's environments
+    have: `portable_npy`) and palette `.png`, each written atomically (a killed export never leaves a half file
+    that resuming would skip)."""
+    save_dict_npy(npy_path, record)
     image = Image.frombytes("P", (mask.shape[1], mask.shape[0]), np.ascontiguousarray(mask).tobytes())
     image.putpalette(list(palette))
     with atomic_path(png_path) as tmp:
@@ -112,36 +134,48 @@ class ExportCounts:
 @dataclass
 class SeedExport:
     """The `export` config group: `seeds` switches the export on, `split` and `dir` say what and where,
-    `threshold` the seed rule's background score (None: the evaluation's best)."""
+    `threshold` the seed rule's background score (None: the evaluation's best), `format` the `.npy` layout
+    (`SEED_FORMATS`). `scoremaps` and `scoremap_dir` are wsolevaluation's score maps, written by the evaluation
+    itself (`src.evaluation.scoremaps`), not here."""
 
     seeds: bool = False
     split: str = "val"
     dir: str = "seeds"
     threshold: float | None = None
+    format: str = "irn"
+    scoremaps: bool = False
+    scoremap_dir: str = "scoremaps"
+
+    def __post_init__(self) -> None:
+        if self.format not in SEED_FORMATS:
+            raise ValueError(f"export.format={self.format!r} is unknown; expected one of {list(SEED_FORMATS)}")
 
     def __call__(self, net: nn.Module, cam: CamSpec, datamodule: ProportionDataModule, best_threshold: float | None,
                  device: torch.device | str | None = None, job: dict | None = None, overwrite: bool = False) -> dict:
-        """Export (see `export_seeds`); returns `{"dir", "written", "skipped", "threshold"}` for results.json.
-        `job` (`config_fingerprint`, `classifier` identity) goes into the export's manifest with the threshold
-        and the protocol; a different manifest on disk, or `overwrite`, rewrites the export."""
+        """Export (see `export_seeds`); returns `{"dir", "format", "written", "skipped", "threshold"}` for
+        results.json. `job` (`config_fingerprint`, `classifier` identity) goes into the export's manifest with the
+        threshold, the format and the protocol; a different manifest on disk, or `overwrite`, rewrites the export."""
         threshold = best_threshold if self.threshold is None else self.threshold
         manifest = {**(job or {}), "threshold": threshold,
                     "protocol": {"dataset": datamodule.name, "split": self.split, "cam": cam.name,
-                                 "seed_background": bool(datamodule.seed_background), "layout": "irn npy + png"}}
+                                 "seed_background": bool(datamodule.seed_background),
+                                 "layout": f"{self.format} npy + png"}}
         counts = export_seeds(net, cam, datamodule, self.split, self.dir, threshold=threshold, device=device,
-                              manifest=manifest, overwrite=overwrite)
-        return {"dir": str(self.dir), "written": counts.written, "skipped": counts.skipped, "threshold": threshold}
+                              seed_format=self.format, manifest=manifest, overwrite=overwrite)
+        return {"dir": str(self.dir), "format": self.format, "written": counts.written, "skipped": counts.skipped,
+                "threshold": threshold}
 
 
 def export_seeds(net: nn.Module, cam: CamSpec, datamodule: ProportionDataModule, split: str, out_dir: str | Path, *,
                  threshold: float | None = None, device: torch.device | str | None = None,
-                 batch_size: int | None = None, progress: bool = True, manifest: dict | None = None,
-                 overwrite: bool = False) -> ExportCounts:
+                 batch_size: int | None = None, progress: bool = True, seed_format: str = "irn",
+                 manifest: dict | None = None, overwrite: bool = False) -> ExportCounts:
     """Write the seeds of every image of `split` (train | val | test | eval | all) under `out_dir` (see the module
     docstring); returns and prints how many images were written and skipped (already exported).
 
     `cam` carries the CAM options (`scales`, `flip`, …) and extras such as `bls=`; `threshold` is the background
-    score of the seed rule (the evaluation's best), required when the dataset seeds with a background plane.
+    score of the seed rule (the evaluation's best), required when the dataset seeds with a background plane;
+    `seed_format` the `.npy` layout (`irn` | `puzzlecam`; PuzzleCAM's needs a background plane).
     The plane, the mask value of an image without classes (`ignore_index`) and the palette are the
     datamodule's. Runs on `device` (default: the net's), one batch of `batch_size` (default the datamodule's
     `cam_batch_size`) at a time; the net is moved back afterwards. With a `manifest` the export resumes only
@@ -150,8 +184,13 @@ def export_seeds(net: nn.Module, cam: CamSpec, datamodule: ProportionDataModule,
     if datamodule.seed_background and (threshold is None or not 0.0 <= float(threshold) <= 1.0):
         raise ValueError(f"export.threshold={threshold!r}: {datamodule.name} seeds need a background threshold in "
                          "[0, 1] (the evaluation gives one only with the seed_mIoU metric); set export.threshold")
+    if seed_format not in SEED_FORMATS:
+        raise ValueError(f"export.format={seed_format!r} is unknown; expected one of {list(SEED_FORMATS)}")
+    if seed_format == "puzzlecam" and not datamodule.seed_background:
+        raise ValueError(f"export.format=puzzlecam: {datamodule.name} seeds have no background plane, which "
+                         "PuzzleCAM's keys (background first) assume; expected export.format=irn")
     rule = SeedRule(float(threshold) if datamodule.seed_background else None, datamodule.ignore_index,
-                    datamodule.palette())
+                    datamodule.palette(), seed_format)
     out_dir = Path(out_dir)
     if manifest is not None:
         prepare_export_dir(out_dir, manifest, overwrite)
@@ -173,6 +212,7 @@ def export_seeds(net: nn.Module, cam: CamSpec, datamodule: ProportionDataModule,
                 task = bar.add_task(f"seeds of {datamodule.name} {name}", total=len(todo))
                 for batch in loader:
                     _export_batch(engine, batch, device, out_dir, rule)
+                    gc.collect()  # pickling the `cam` tensors leaves reference cycles: free them batch by batch
                     counts.written += len(batch["id"])
                     bar.advance(task, len(batch["id"]))
     finally:
@@ -187,6 +227,7 @@ class SeedRule:
     threshold: float | None  # None: no background plane
     empty_value: int
     palette: list[int]
+    format: str = "irn"  # SEED_FORMATS
 
 
 def _exported(out_dir: Path, stem: str) -> bool:
@@ -212,5 +253,4 @@ def _export_batch(engine, batch: dict, device: torch.device, out_dir: Path, rule
         mask = seed_mask(high_res, keys, rule.threshold, rule.empty_value)
         stem = seed_file_stem(image_id)
         write_seed_files(out_dir / "npy" / f"{stem}.npy", out_dir / "png" / f"{stem}.png",
-                         keys.cpu().numpy().astype(np.int64), strided.cpu().numpy().astype(np.float32),
-                         high_res.cpu().numpy().astype(np.float32), mask.cpu().numpy(), rule.palette)
+                         seed_record(keys, strided, high_res, rule.format), mask.cpu().numpy(), rule.palette)

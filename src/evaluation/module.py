@@ -33,6 +33,7 @@ from src.data.transforms import resize_boxes
 from src.evaluation.checkpoint import EvalCheckpoint, restore_metric_states
 from src.evaluation.protocol import foreground_masks, gt_targets, seed_maps, threshold_range, wsol_scoremaps
 from src.evaluation.reduction import evaluation_metrics, share_empty_states, to_reduction_device
+from src.evaluation.scoremaps import ScoremapWriter
 from src.metrics import MaxBoxAccV2, PxAP, SeedMIoU
 
 
@@ -46,14 +47,16 @@ class CamEvaluation(pl.LightningModule):
     `checkpoint_every` batches and restored from it (made with the same `checkpoint_tag` and, when given, the same
 classifier identity `checkpoint_classifier`); `batches_done` says
     how many batches the loader must skip. With `per_image_scores`, `results()["per_image"]` holds each scored
-    image's seed intersection and union per class at the chosen threshold (for paired statistics).
+    image's seed intersection and union per class at every threshold of the sweep (for paired statistics).
+    With `scoremap_dir`, every scored WSOL map is also written there in wsolevaluation's layout (`scoremaps.py`).
     """
 
     def __init__(self, net: nn.Module, cam: CamSpec, num_classes: int, seed_background: bool, ignore_index: int,
                  metric_names: Sequence[str], seed_thresholds: Mapping | Sequence[float], wsol_size: int = 224,
                  box_thresholds: Mapping | Sequence[float] | None = None, iou_thresholds: Sequence[int] = (30, 50, 70),
                  figure_images: int = 8, checkpoint_every: int = 0, checkpoint_file: str | None = None,
-                 checkpoint_tag: str = "", per_image_scores: bool = True, checkpoint_classifier: dict | None = None):
+                 checkpoint_tag: str = "", per_image_scores: bool = True, checkpoint_classifier: dict | None = None,
+                 scoremap_dir: str | None = None):
         super().__init__()
         self.net = net
         self.cam_spec = cam
@@ -74,6 +77,10 @@ classifier identity `checkpoint_classifier`); `batches_done` says
             boxes = None if box_thresholds is None else threshold_range(box_thresholds)
             metrics["boxacc"] = MaxBoxAccV2(thresholds=boxes, iou_thresholds=tuple(iou_thresholds), multi_contour=True)
         self.metrics = nn.ModuleDict(metrics)
+        if scoremap_dir and not ("pxap" in metrics or "boxacc" in metrics):
+            raise ValueError(f"export.scoremaps=true: this dataset is scored by {list(metric_names)}, which make no "
+                             "score maps; expected a dataset scored by PxAP or MaxBoxAccV2 (openimages30k, synthetic)")
+        self.scoremaps = ScoremapWriter(scoremap_dir) if scoremap_dir else None
         self.figure_samples: list[dict] = []
         self.timings = {"cam_s": 0.0, "eval_s": 0.0}
         self.cam = None
@@ -143,6 +150,8 @@ classifier identity `checkpoint_classifier`); `batches_done` says
         if wsol:
             scoremaps = wsol_scoremaps(seed_maps(feature_maps[0].detach(), targets, valid, self.num_classes),
                                        self.wsol_size)
+            if self.scoremaps is not None:
+                self.scoremaps(scoremaps, batch["id"])
             if "pxap" in self.metrics:
                 background = 0 if self.seed_background else self.ignore_index
                 self.metrics["pxap"].update(scoremaps, foreground_masks(masks, self.wsol_size, background,

@@ -10,12 +10,13 @@ unpickles. Everything else (dtypes, torch tensors, plain Python) pickles as usua
 from __future__ import annotations
 
 import io
-import os
 import pickle
 from pathlib import Path
 
 import numpy as np
 from numpy.lib import format as npy_format
+
+from src.data.atomic import atomic_path
 
 _NUMPY2_MODULE = "numpy._core"
 _NUMPY1_MODULE = "numpy.core"
@@ -47,11 +48,8 @@ def portable_pickle(value, protocol: int = 4) -> bytes:
 def save_dict_npy(path: str | Path, mapping: dict) -> None:
     """Write `mapping` as `np.save(path, mapping)` would (a 0-d object array, pickled), readable by
     `np.load(path, allow_pickle=True).item()` under numpy 1.x and 2.x; atomically (temp file, then rename)."""
-    path = Path(path)
     holder = np.empty((), dtype=object)
     holder[()] = mapping
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         npy_format.write_array_header_1_0(handle, npy_format.header_data_from_array_1_0(holder))
         handle.write(portable_pickle(holder))
-    os.replace(tmp, path)

@@ -60,11 +60,16 @@ def wsol_scoremaps(cams: torch.Tensor, size: int) -> torch.Tensor:
     (size, size), interpolation=cv2.INTER_CUBIC))` of wsolevaluation's `inference.py`: a map holding a NaN
     becomes zeros, a constant one zeros, any other `(s − min) / max(s − min)`. torch's bicubic with
     align_corners=False is OpenCV's INTER_CUBIC: the same kernel (a = −0.75), half-pixel centres, and taps
-    outside the map clamped to its border pixel (OpenCV resizes with BORDER_REPLICATE). It runs in float64,
-    rounded to float32 as OpenCV's output, then normalised in the reference's float32 order (equal to a direct
-    OpenCV computation within 2e-6, tests/evaluation/test_wsol_protocol.py). One departure: OpenCV's float32
-    kernel leaves ulp noise on a constant map, which `normalize_scoremap` would stretch to [0, 1]; a constant
-    map gives zeros here, as that function intends.
+    outside the map clamped to its border pixel (OpenCV resizes with BORDER_REPLICATE).
+
+    Precision, against the reference: wsolevaluation widens the CAM to float64 (`t2n`) and resizes and
+    normalises in float64. Here the resize runs in float64 too, but its result is rounded to float32 and the
+    min-max normalisation runs in float32 (subtract the min, divide by the new max, the reference's order), so
+    the maps equal wsolevaluation's float64 maps up to float32 rounding: at most 2.0e-7 on random CAMs
+    (tests/evaluation/test_wsol_protocol.py), which moves PxAP by a few 1e-6 points. The metrics and the
+    exported score maps (`export.scoremaps`, widened to float64 exactly) hold the same float32 numbers. One
+    departure: a constant map gives zeros here, as `normalize_scoremap` intends, even where a float32 OpenCV
+    resize would leave ulp noise on it for that function to stretch to [0, 1].
     """
     maps = cams.amax(1, keepdim=True)
     resized = F.interpolate(maps.double(), size=(size, size), mode="bicubic", align_corners=False)[:, 0].float()

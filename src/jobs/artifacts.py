@@ -15,7 +15,7 @@ from src.bls import BLS_FILE, BroadLearningSystem
 from src.cams import CamSpec
 from src.data import ProportionDataModule
 from src.data.collate import collate_samples
-from src.evaluation.protocol import gt_targets, seed_maps
+from src.evaluation.protocol import gt_targets, seed_labels, seed_maps
 from src.jobs.cache import load_cached_net
 from src.jobs.setup import cam_target_layers, instantiate_datamodule
 from src.models import build_backbone
@@ -104,22 +104,36 @@ def _load_classifier(path: Path, results: dict, backbone: dict) -> nn.Module:
     return net
 
 
-def grid_inputs(rows: list[dict], images: int, device: str = "cpu", data_overrides: dict | None = None) -> GridInputs:
+def grid_inputs(rows: list[dict], images: int, device: str = "cpu", data_overrides: dict | None = None,
+                style: str = "seeds") -> GridInputs:
     """What the report's seed grid of one dataset/backbone shows (`src.reporting.report.seed_grid`): the first
-    `images` evaluation images with a class and, per (cam, proportion) job of the lowest seed, the max over
-    their GT-class seed maps, each job's CAMs made by its own cached classifier (and BLS)."""
+    `images` evaluation images with a class and, per (cam, proportion) job of the lowest seed, its seeds by the
+    export's rule (`seed_labels`) at the job's own threshold, made by its own cached classifier (and BLS); with
+    `style="heatmaps"`, the max over their GT-class seed maps instead. A dataset with a background plane whose
+    jobs chose no threshold (no seed_mIoU: WSOL datasets) gets heat maps, and a note says so."""
     seed = min(row["seed"] for row in rows)
-    jobs = {(row["cam"], row["proportion"]): Path(row["job_dir"]) for row in rows if row["seed"] == seed}
+    chosen = [row for row in rows if row["seed"] == seed]
+    jobs = {(row["cam"], row["proportion"]): Path(row["job_dir"]) for row in chosen}
+    thresholds = {(row["cam"], row["proportion"]): row.get("seed_threshold") for row in chosen}
     first = load_job(next(iter(jobs.values())), device, with_data=True, data_overrides=data_overrides)
     datamodule = first.datamodule
+    if style == "seeds" and datamodule.seed_background and any(t is None for t in thresholds.values()):
+        print(f"[report] {first.path.parent}: no seed threshold (no seed_mIoU) to draw seeds with; the grid shows "
+              "heat maps")
+        style = "heatmaps"
     labels = datamodule.eval_set.labels
     indices = [i for i in range(len(labels)) if labels[i].sum() > 0][:images]
     if not indices:
         raise ValueError(f"{first.path}: the evaluation split has no image with a class to show")
     batch = collate_samples([datamodule.eval_set[i] for i in indices])
-    overlays = {}
+    maps = {}
     for key, job_dir in jobs.items():
         job = first if job_dir == first.path.parent else load_job(job_dir, device, with_data=False)
-        overlays[key] = job.seed_maps(batch["image"], batch["labels"]).amax(1).cpu()  # [N, H, W] in [0, 1]
-    return GridInputs(batch["image"], batch["mask"], batch["labels"], overlays, list(datamodule.class_names),
-                      datamodule.ignore_index)
+        class_maps = job.seed_maps(batch["image"], batch["labels"]).cpu()  # [N, C, H, W] in [0, 1]
+        if style == "heatmaps":
+            maps[key] = class_maps.amax(1)
+        else:
+            threshold = thresholds[key] if datamodule.seed_background else None
+            maps[key] = seed_labels(class_maps, batch["labels"] > 0, threshold, datamodule.ignore_index)
+    return GridInputs(batch["image"], batch["mask"], batch["labels"], maps, list(datamodule.class_names),
+                      datamodule.ignore_index, datamodule.palette(), style)

@@ -112,9 +112,16 @@ def build_evaluation(cfg: DictConfig, job: JobInputs, cam: CamSpec, ranks: Ranks
                           seed_background=datamodule.seed_background, ignore_index=datamodule.ignore_index,
                           metric_names=datamodule.metrics,
                           checkpoint_file=str(checkpoint_file(cfg.paths.output_dir, ranks.rank, ranks.world_size)),
-                          checkpoint_tag=config_fingerprint(cfg), checkpoint_classifier=classifier)
+                          checkpoint_tag=config_fingerprint(cfg), checkpoint_classifier=classifier,
+                          scoremap_dir=_scoremap_dir(cfg))
     except ValueError as error:
         raise ConfigError(error.args[0]) from error
+
+
+def _scoremap_dir(cfg: DictConfig) -> str | None:
+    """Where the evaluation writes wsolevaluation's score maps (`export.scoremaps=true`), else None."""
+    export = cfg.get("export") or {}
+    return str(export.get("scoremap_dir")) if export.get("scoremaps") else None
 
 
 def evaluation_loader(job: JobInputs, evaluation: CamEvaluation, ranks: Ranks = Ranks()):

@@ -166,9 +166,11 @@ class SeedMIoU(Metric):
         """Returns ``{"mIoU": best mIoU (%), "threshold": its t (None without background),
         "per_class_IoU": K IoUs (%) at that t, NaN for a class neither in the ground truth nor predicted,
         "curve": [[t, mIoU (%)], ...] in ascending t ([] without background)}``. mIoU is the mean over the
-        classes whose IoU is defined. With ``per_image``, also ``"per_image": {"index": [N], "intersection":
-        [N, K], "union": [N, K]}`` (int64 tensors at the chosen t, images in dataset order): summed over the
-        images they give back this mIoU."""
+        classes whose IoU is defined. With ``per_image``, also ``"per_image": {"index": [N], "thresholds":
+        [T], "intersection": [N, T, K], "union": [N, T, K]}`` (int64 tensors at EVERY threshold of the sweep,
+        ascending; T = 1 and ``thresholds`` empty without background; images in dataset order): summed over the
+        images they give back ``curve``, whose best point is this mIoU, so a bootstrap over images can
+        re-choose the threshold on each resample."""
         conf = self.confusion_matrices().double()
         if conf[0].sum() == 0:
             raise ValueError("SeedMIoU.compute: no valid pixel accumulated")
@@ -187,6 +189,7 @@ class SeedMIoU(Metric):
             index = dim_zero_cat(self.image_index).cpu()
             order = index.argsort()
             out["per_image"] = {"index": index[order],
-                                "intersection": dim_zero_cat(self.image_inter)[:, best].cpu()[order].long(),
-                                "union": dim_zero_cat(self.image_union)[:, best].cpu()[order].long()}
+                                "thresholds": torch.tensor(self.thresholds, dtype=torch.float64),
+                                "intersection": dim_zero_cat(self.image_inter).cpu()[order].long(),
+                                "union": dim_zero_cat(self.image_union).cpu()[order].long()}
         return out

@@ -1,9 +1,11 @@
 """The paper's tables, plots and seed grid from the `results.json` files of one or more sweeps.
 
-Outputs (under `out`): `results.csv` (one row per job), `tables/<dataset>_<backbone>_<metric>.md` (rows =
-CAM method, columns = proportion ascending, cells = mean ± std over seeds), `plots/<…>.png` (the metric
-against the proportion, log x-axis, one line per method, ±std bands), `seed_grid_<dataset>_<backbone>.png`
-(rows = methods, columns = proportions, for a few evaluation images, image and mask first), for seed mIoU
+Outputs (under `out`): `results.csv` (one row per job; `job_dir` relative to `out`, so a committed or shared
+report holds no machine's paths), `tables/<dataset>_<backbone>_<metric>.md` (rows = CAM method, columns =
+proportion ascending, cells = mean ± std over seeds), `plots/<…>.png` (the metric against the proportion, log
+x-axis, one line per method, ±std bands), `seed_grid_<dataset>_<backbone>.png` (one row per evaluation image
+and method: the ground-truth mask over the image, then the method's seeds at each proportion, in the mask's
+palette, by the export's rule at each job's threshold; `seed_grid`), for seed mIoU
 `tables/<…>_seed_mIoU_paired.md` (BroadCAM minus each other method with paired 95 % bootstrap intervals over
 images and seeds, `paired.py`, from the jobs' per-image counts) and `report.md` gathering the tables. Every
 file is written atomically. Called by `scripts/report.py`, which also supplies the seed grid's CAMs
@@ -22,6 +24,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -35,7 +38,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from src.data.atomic import atomic_path, write_text_atomic  # noqa: E402
-from src.reporting.overlay import denormalize, overlay  # noqa: E402
+from src.reporting.overlay import denormalize, label_overlay, overlay  # noqa: E402
 from src.reporting.paired import paired_differences, paired_table  # noqa: E402
 from src.reporting.results import find_jobs, safe_dirname  # noqa: E402
 
@@ -114,7 +117,7 @@ class Rows:
         return describe(self.settings[setting], differing(self.settings[d] for d in digests))
 
 
-def results_rows(found: Iterable[tuple[Path, dict]]) -> Rows:
+def results_rows(found: Iterable[tuple[Path, dict]], shown: Callable[[Path], str] = str) -> Rows:
     """(path, results) pairs → one flat row per job: `KEY_FIELDS`, `setting` (digest of what defines the job
     besides the grid keys), `method` (the cam's label: its name, plus its own settings when two configurations
     of one method meet in a setting), n_train, n_eval, every metric, job_dir; sorted.
@@ -123,7 +126,7 @@ def results_rows(found: Iterable[tuple[Path, dict]]) -> Rows:
     dataset/backbone has several settings the notes name the keys they differ in. Two jobs with the same
     setting, method, proportion and seed are the same experiment run twice (e.g. found in two sweeps): the
     newest results.json is counted, the other is listed in `dropped`, and a note says so (and whether their
-    metrics differ)."""
+    metrics differ), naming the files by `shown`."""
     notes: list[str] = []
     jobs = []
     for path, results in found:
@@ -164,7 +167,7 @@ def results_rows(found: Iterable[tuple[Path, dict]]) -> Rows:
             (older, kept) = sorted([other, (mtime, path, row)], key=lambda entry: entry[0])
             same = {k: v for k, v in older[2].items() if k in kept[2] and k not in ("job_dir",)} == \
                 {k: v for k, v in kept[2].items() if k in older[2] and k not in ("job_dir",)}
-            notes.append(f"{older[1]}: same config, proportion and seed as {kept[1]} (metrics "
+            notes.append(f"{shown(older[1])}: same config, proportion and seed as {shown(kept[1])} (metrics "
                          f"{'equal' if same else 'DIFFER'}); counted once, the newer one")
             dropped.append(older[1])
             newest[key] = kept
@@ -205,14 +208,20 @@ def groups(rows: list[dict]) -> dict[tuple[str, str, str], list[dict]]:
 
 
 # ----- files ----------------------------------------------------------------------------------------------
+def relative_to(path: str | Path, folder: Path) -> str:
+    """`path` as seen from `folder` (POSIX separators): what a report may write without naming a machine's
+    folders."""
+    return Path(os.path.relpath(Path(path).resolve(), Path(folder).resolve())).as_posix()
+
+
 def write_csv(rows: list[dict], path: Path) -> Path:
     """results.csv: the key fields, setting, method, n_train, n_eval, every metric (empty where a job lacks it),
-    job_dir."""
+    job_dir (relative to the csv's folder)."""
     columns = [*KEY_FIELDS, "setting", "method", "n_train", "n_eval", *metric_names(rows), "job_dir"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({**row, "job_dir": relative_to(row["job_dir"], path.parent)} for row in rows)
     return write_text_atomic(path, buffer.getvalue())
 
 
@@ -270,50 +279,63 @@ def plot_metric(summary: dict, metric: str, title: str, path: Path) -> Path:
 
 
 # ----- seed grid ------------------------------------------------------------------------------------------
+GRID_STYLES = ("seeds", "heatmaps")
+
+
 def grid_pixel_size(images: int, methods: int, proportions: int, cell_px: int) -> tuple[int, int]:
-    """(width, height) in pixels of a seed grid: one cell_px square per image/mask/CAM."""
-    return (2 + proportions) * cell_px, images * methods * cell_px
+    """(width, height) in pixels of a seed grid: one row per image and method, a cell_px square for the
+    ground-truth mask and one per proportion."""
+    return (1 + proportions) * cell_px, images * methods * cell_px
 
 
 @dataclass
 class GridInputs:
     """What a seed grid shows: N evaluation images (`images` [N, 3, H, W] normalised, `masks` [N, H, W],
-    `labels` [N, C]) and per (cam, proportion) job the CAM overlay maps [N, H, W] in [0, 1]."""
+    `labels` [N, C]) and per (cam, proportion) job `maps` [N, H, W]: with `style` "seeds" the seed labels by the
+    export's rule at the job's threshold (0 = background, class c → c + 1; without a background plane c → c),
+    the masks' own values, drawn in `palette`; with "heatmaps" the max over the GT-class seed maps in [0, 1]."""
 
     images: torch.Tensor
     masks: torch.Tensor
     labels: torch.Tensor
-    overlays: dict[tuple[str, float], torch.Tensor]
+    maps: dict[tuple[str, float], torch.Tensor]
     class_names: list[str]
     ignore_index: int
+    palette: list[int]
+    style: str = "seeds"
 
 
 def seed_grid(grid: GridInputs, path: Path, cell_px: int = 128) -> Path:
-    """The demo's seed grid for one dataset/backbone: for each image, a block of rows = CAM methods, columns =
-    image, mask, then one CAM overlay per proportion ascending."""
-    methods = sorted({cam for cam, _ in grid.overlays})
-    proportions = sorted({p for _, p in grid.overlays})
+    """The demo's seed grid for one dataset/backbone: one row per (image, CAM method), its first cell the
+    ground-truth mask over the image, then the method's seeds (or heat map) at each proportion ascending, all
+    in the mask's palette; every cell holds a picture (a missing job shows the bare image, labelled so)."""
+    if grid.style not in GRID_STYLES:
+        raise ValueError(f"grid style {grid.style!r}: expected one of {list(GRID_STYLES)}")
+    methods = sorted({cam for cam, _ in grid.maps})
+    proportions = sorted({p for _, p in grid.maps})
     count = len(grid.images)
     names = grid.class_names
     width, height = grid_pixel_size(count, len(methods), len(proportions), cell_px)
     fig = plt.figure(figsize=(width / GRID_DPI, height / GRID_DPI), dpi=GRID_DPI)
-    axes = fig.subplots(count * len(methods), 2 + len(proportions), squeeze=False)
+    axes = fig.subplots(count * len(methods), 1 + len(proportions), squeeze=False)
     fig.subplots_adjust(left=0, right=1, bottom=0, top=1, wspace=0.02, hspace=0.02)
-    mask_colors = len(names) + 1
     for n in range(count):
-        mask = grid.masks[n].float().masked_fill(grid.masks[n] == grid.ignore_index, float("nan"))
         present = torch.nonzero(grid.labels[n] > 0).flatten().tolist()
-        block = axes[n * len(methods):(n + 1) * len(methods)]
-        block[0][0].imshow(denormalize(grid.images[n]))
-        _label(block[0][0], ", ".join(names[c] for c in present))
-        block[0][1].imshow(mask, cmap="tab20", vmin=0, vmax=mask_colors, interpolation="nearest")
-        _label(block[0][1], "mask")
+        truth = label_overlay(grid.images[n], grid.masks[n], grid.palette)
         for m, cam in enumerate(methods):
+            row = axes[n * len(methods) + m]
+            row[0].imshow(truth, interpolation="nearest")
+            _label(row[0], "mask: " + ", ".join(names[c] for c in present))
             for p, proportion in enumerate(proportions):
-                ax = block[m][2 + p]
-                maps = grid.overlays.get((cam, proportion))
-                ax.imshow(denormalize(grid.images[n]) if maps is None else overlay(grid.images[n], maps[n]))
-                _label(ax, f"{cam} {proportion:g}%")
+                maps = grid.maps.get((cam, proportion))
+                if maps is None:
+                    picture, text = denormalize(grid.images[n]), f"{cam} {proportion:g}%: no job"
+                elif grid.style == "seeds":
+                    picture, text = label_overlay(grid.images[n], maps[n], grid.palette), f"{cam} {proportion:g}%"
+                else:
+                    picture, text = overlay(grid.images[n], maps[n]), f"{cam} {proportion:g}%"
+                row[1 + p].imshow(picture, interpolation="nearest")
+                _label(row[1 + p], text)
     for ax in axes.flat:
         ax.axis("off")
     with atomic_path(path) as tmp:
@@ -335,7 +357,7 @@ def build_report(dirs: Iterable[str | Path], out: str | Path,
     Raises FileNotFoundError when no job is found."""
     dirs = list(dirs)
     out = Path(out)
-    found = results_rows(find_jobs(dirs))
+    found = results_rows(find_jobs(dirs), shown=lambda path: relative_to(path, out))
     rows = found.rows
     if not rows:
         raise FileNotFoundError(f"no results.json below {[str(d) for d in dirs]}; expected finished jobs")
@@ -366,7 +388,8 @@ def build_report(dirs: Iterable[str | Path], out: str | Path,
             path = out / f"seed_grid_{safe_dirname(prefix)}.png"
             written.append(seed_grid(grid(group), path, cell_px))
             sections.append(f"### Seed grid — {title}\n\n![seed grid]({path.name})\n")
-    header = f"# Report\n\n{len(rows)} jobs from {', '.join(str(d) for d in dirs)}.\n\n"
+    header = f"# Report\n\n{len(rows)} jobs from {', '.join(relative_to(d, out) for d in dirs)} (paths relative to " \
+             "this report's folder).\n\n"
     if found.notes:
         header += "Grouping notes:\n\n" + "".join(f"- {note}\n" for note in found.notes) + "\n"
     written.append(write_text_atomic(out / "report.md", header + "\n".join(sections)))

@@ -1,6 +1,7 @@
 """The results contract: `results.json` in each job's output dir (written by `src.run`, read by the report, the
 demo and `src.jobs.artifacts`), beside it `per_image_seed_iou.npz` (each evaluation image's seed intersection
-and union per class, for paired statistics), how finished jobs are found, and the safe folder/file names of jobs."""
+and union per class at every threshold of the sweep, for paired statistics), how finished jobs are found, and
+the safe folder/file names of jobs."""
 from __future__ import annotations
 
 import hashlib
@@ -18,6 +19,7 @@ __all__ = ["MAX_DIRNAME", "PER_IMAGE_FILE", "REQUIRED_KEYS", "RESULTS_FILE", "fi
 
 RESULTS_FILE = "results.json"
 PER_IMAGE_FILE = "per_image_seed_iou.npz"
+PER_IMAGE_COUNTS = ("intersection", "union")
 REQUIRED_KEYS = ("dataset", "backbone", "cam", "proportion", "seed", "n_train", "metrics", "timings")
 
 
@@ -34,12 +36,21 @@ def read_results(path: str | Path) -> dict:
 
 
 def write_per_image(path: str | Path, per_image: Mapping, job: Mapping) -> Path:
-    """`per_image_seed_iou.npz` (atomic): `index` [N] (dataset indices of the evaluation split), `intersection`
-    and `union` [N, K] int64 pixel counts per class at the job's seed threshold (`SeedMIoU(per_image=True)`), and
-    `job`, the JSON of the run that made them (`job_id`, the same as in its results.json; `config_fingerprint`;
-    `classifier`, the classifier's identity), which `read_per_image` checks against the results beside it."""
+    """`per_image_seed_iou.npz` (atomic, compressed): `index` int64 [N] (dataset indices of the evaluation split),
+    `thresholds` float64 [T] (the seed sweep, ascending; empty without a background plane, then T = 1 below),
+    `intersection` and `union` [N, T, K] pixel counts per class at every threshold (`SeedMIoU(per_image=True)`),
+    stored in the smallest unsigned integer type that holds them (counts are never negative), and `job`, the JSON
+    of the run that made them (`job_id`, the same as in its results.json; `config_fingerprint`; `classifier`, the
+    classifier's identity), which `read_per_image` checks against the results beside it."""
     path = Path(path)
-    arrays = {key: np.asarray(per_image[key], dtype=np.int64) for key in ("index", "intersection", "union")}
+    arrays = {"index": np.asarray(per_image["index"], dtype=np.int64),
+              "thresholds": np.asarray(per_image["thresholds"], dtype=np.float64)}
+    for key in PER_IMAGE_COUNTS:
+        counts = np.asarray(per_image[key], dtype=np.int64)
+        if counts.ndim != 3 or counts.shape[:2] != (len(arrays["index"]), max(len(arrays["thresholds"]), 1)):
+            raise ValueError(f"{path}: {key} of shape {counts.shape}; expected [N images, T thresholds, K classes] "
+                             f"with N={len(arrays['index'])}, T={max(len(arrays['thresholds']), 1)}")
+        arrays[key] = counts.astype(np.min_scalar_type(int(counts.max(initial=0))))
     arrays["job"] = np.asarray(json.dumps(dict(job), sort_keys=True))
     with atomic_path(path) as tmp:
         np.savez_compressed(tmp, **arrays)
@@ -47,15 +58,20 @@ def write_per_image(path: str | Path, per_image: Mapping, job: Mapping) -> Path:
 
 
 def read_per_image(job_dir: str | Path) -> dict | None:
-    """A job's per-image seed counts (`write_per_image`: the arrays, and `job` as a dict), or None when the job
-    has none. Raises ValueError when they are not those of the job's results.json (a job killed between the two
-    writes, or re-run without per-image scores): stale counts are never paired with other results."""
+    """A job's per-image seed counts (`write_per_image`: the arrays, counts as int64, and `job` as a dict), or
+    None when the job has none. Raises ValueError when they are not those of the job's results.json (a job killed
+    between the two writes, or re-run without per-image scores: stale counts are never paired with other
+    results), or for a file of an older job that kept the counts at its chosen threshold only."""
     job_dir = Path(job_dir)
     path = job_dir / PER_IMAGE_FILE
     if not path.is_file():
         return None
     with np.load(path) as arrays:
-        out = {key: arrays[key] for key in ("index", "intersection", "union")}
+        if "thresholds" not in arrays.files:
+            raise ValueError(f"{path}: seed counts at the job's chosen threshold only (an older job); expected "
+                             "them at every threshold of the sweep: rerun the job with overwrite=true")
+        out = {key: arrays[key] for key in ("index", "thresholds")}
+        out.update({key: arrays[key].astype(np.int64) for key in PER_IMAGE_COUNTS})
         job = json.loads(str(arrays["job"])) if "job" in arrays.files else {}
     try:
         results = json.loads((job_dir / RESULTS_FILE).read_text())

@@ -1,5 +1,5 @@
-"""Seed export: IRN-layout `.npy` and palette PNGs at the original size, each dataset's seed rule and palette,
-resuming, and peak memory that does not grow with the split."""
+"""Seed export: IRN- and PuzzleCAM-layout `.npy` and palette PNGs at the original size, each dataset's seed rule
+and palette, resuming, and peak memory that does not grow with the split."""
 from __future__ import annotations
 
 import tracemalloc
@@ -13,7 +13,7 @@ from PIL import Image
 from src.cams import CamSpec, create_cam
 from src.data import BCSSDataModule, SyntheticDataModule, VOCSegmentationDataModule
 from src.data.palettes import voc_palette
-from src.evaluation.export import ExportCounts, export_seeds, seed_file_stem, seed_mask
+from src.evaluation.export import ExportCounts, SeedExport, export_seeds, seed_file_stem, seed_mask
 from src.evaluation.protocol import gt_targets, seed_maps
 from src.models import build_backbone
 from tests.data.layouts import BCSS_PALETTE, HEIGHT, WIDTH, make_bcss, make_voc
@@ -96,7 +96,8 @@ def test_synthetic_seeds_are_the_evaluations_maps(synthetic, tmp_path):
         assert set(data) == {"keys", "cam", "high_res"}
         assert data["keys"].dtype == np.int64 and data["keys"].tolist() == keys.tolist()
         assert data["high_res"].dtype == np.float32 and data["high_res"].shape == (len(keys), 64, 64)
-        assert data["cam"].dtype == np.float32 and data["cam"].shape == (len(keys), 16, 16)
+        assert isinstance(data["cam"], torch.Tensor) and data["cam"].device.type == "cpu"  # IRN calls .cuda() on it
+        assert data["cam"].dtype == torch.float32 and data["cam"].shape == (len(keys), 16, 16)
         oracle = expected[i, keys].numpy()
         np.testing.assert_allclose(data["high_res"], oracle, atol=1e-5)  # the evaluation's float32 maps
         assert png.mode == "P" and png.size == (64, 64) and png.getpalette()[:768] == voc_palette()
@@ -152,6 +153,32 @@ def test_bcss_seeds_are_the_argmax_over_the_image_classes(tmp_path):
         assert (mask == expected).mean() > 0.99 and set(np.unique(mask)) <= set(keys)
     single = [s for s in layout.splits["test"] if len(layout.labels[s]) == 1][0]
     assert (np.array(load_seed(tmp_path / "seeds", single)[1]) == min(layout.labels[single])).all()
+
+
+def test_puzzlecam_format_shifts_the_keys_behind_the_background_and_names_hr_cam(synthetic, tmp_path):
+    net = tiny_net(synthetic.num_classes)
+    spec = CamSpec("cam", ["layer4"])
+    export_seeds(net, spec, synthetic, "val", tmp_path / "irn", threshold=THRESHOLD, progress=False)
+    export_seeds(net, spec, synthetic, "val", tmp_path / "puzzle", threshold=THRESHOLD, progress=False,
+                 seed_format="puzzlecam")
+    for sample in (synthetic.eval_set[i] for i in range(len(synthetic.eval_set))):
+        irn, irn_png = load_seed(tmp_path / "irn", sample["id"])
+        puzzle, puzzle_png = load_seed(tmp_path / "puzzle", sample["id"])
+        assert set(puzzle) == {"keys", "cam", "hr_cam"}
+        assert puzzle["keys"].dtype == np.int64 and puzzle["keys"].tolist() == [0, *(irn["keys"] + 1)]
+        np.testing.assert_array_equal(puzzle["hr_cam"], irn["high_res"])
+        assert torch.equal(puzzle["cam"], irn["cam"])
+        np.testing.assert_array_equal(np.array(puzzle_png), np.array(irn_png))
+
+
+def test_puzzlecam_format_needs_a_background_plane_and_unknown_formats_are_named(tmp_path):
+    layout = make_bcss(tmp_path / "data")
+    dm = BCSSDataModule(str(layout.root), image_size=48, eval_split="val", eval_batch_size=2)
+    with pytest.raises(ValueError, match="export.format=puzzlecam: .*expected export.format=irn"):
+        export_seeds(tiny_net(4), CamSpec("cam", ["layer4"]), dm, "test", tmp_path / "s", progress=False,
+                     seed_format="puzzlecam")
+    with pytest.raises(ValueError, match="export.format='amn'"):
+        SeedExport(seeds=True, format="amn")
 
 
 def test_bad_split_and_missing_threshold_are_named(synthetic, tmp_path):

@@ -146,12 +146,14 @@ def test_duplicate_thresholds_raise():
 
 @pytest.mark.parametrize("background", [True, False])
 def test_per_image_counts_equal_each_image_scored_alone(background):
-    """Per-image intersection/union at the chosen threshold equal the reference on that one image; images come
-    back in dataset order whatever order the batches came in; their sums give the metric's own mIoU."""
+    """Per-image intersection/union at every threshold of the sweep equal the reference on that one image;
+    images come back in dataset order whatever order the batches came in; their sums give the metric's own
+    curve, whose best point is its mIoU."""
     gen = torch.Generator().manual_seed(5)
     num_fg, ignore = 3, 255
     num_classes = num_fg + int(background)
-    metric = SeedMIoU(num_classes, background=background, ignore_index=ignore, per_image=True)
+    thresholds = [0.3, 0.1, 0.2] if background else None
+    metric = SeedMIoU(num_classes, background=background, ignore_index=ignore, per_image=True, thresholds=thresholds)
     batches = []
     for start in (4, 0, 8):  # out of order
         cams, labels, masks = random_batch(gen, 4, num_fg, 12, ignore, num_classes)
@@ -162,18 +164,21 @@ def test_per_image_counts_equal_each_image_scored_alone(background):
     result = metric.compute()
     per_image = result["per_image"]
     assert per_image["index"].tolist() == list(range(12))
+    assert per_image["thresholds"].tolist() == ([0.1, 0.2, 0.3] if background else [])
+    assert per_image["intersection"].shape == (12, 3 if background else 1, num_classes)
     for start, cams, labels, masks in batches:
         for i in range(4):
-            one = SeedMIoU(num_classes, background=background, ignore_index=ignore,
-                           thresholds=[result["threshold"]] if background else None)
+            one = SeedMIoU(num_classes, background=background, ignore_index=ignore, thresholds=thresholds)
             one.update(cams[i:i + 1], labels[i:i + 1], masks[i:i + 1])
-            conf = one.confusion_matrices()[0]
-            tp = conf.diagonal()
+            conf = one.confusion_matrices()  # [T, K, K]
+            tp = conf.diagonal(dim1=1, dim2=2)
             assert torch.equal(per_image["intersection"][start + i], tp)
-            assert torch.equal(per_image["union"][start + i], conf.sum(0) + conf.sum(1) - tp)
+            assert torch.equal(per_image["union"][start + i], conf.sum(1) + conf.sum(2) - tp)
     inter, union = per_image["intersection"].sum(0).double(), per_image["union"].sum(0).double()
-    iou = torch.where(union > 0, inter / union.clamp(min=1), torch.nan) * 100
-    assert float(iou.nanmean()) == pytest.approx(result["mIoU"], abs=1e-9)
+    curve = (torch.where(union > 0, inter / union.clamp(min=1), torch.nan) * 100).nanmean(-1)
+    if background:
+        assert curve.tolist() == pytest.approx([m for _, m in result["curve"]], abs=1e-9)
+    assert float(curve.max()) == pytest.approx(result["mIoU"], abs=1e-9)
 
 
 def test_per_image_needs_the_indices():

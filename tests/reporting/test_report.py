@@ -14,7 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from src.reporting.report import build_report, grid_pixel_size, markdown_table
+from src.evaluation.export import export_seeds, seed_file_stem
+from src.reporting.report import GridInputs, build_report, grid_pixel_size, markdown_table, seed_grid
 from src.reporting.results import find_jobs, write_json_atomic
 from src.jobs.artifacts import grid_inputs, load_job
 from tests.conftest import REPO
@@ -99,6 +100,10 @@ def test_tables_csv_and_plots_match_the_results(tmp_path, capsys):
     assert not (out / "tables" / "synthetic_resnet18_seed_threshold.md").exists()  # a parameter, not a score
     assert "seed_mIoU" in (out / "report.md").read_text()
     assert not list(out.rglob("*.tmp*"))
+    # The report names no machine's folders: job dirs relative to the report's folder, found from there.
+    assert all(not Path(row["job_dir"]).is_absolute() and (out / row["job_dir"] / "results.json").is_file()
+               for row in rows)
+    assert str(tmp_path) not in (out / "results.csv").read_text() + (out / "report.md").read_text()
 
 
 def test_one_seed_shows_the_mean_alone_and_ties_are_all_bold():
@@ -119,7 +124,7 @@ def test_the_same_experiment_found_twice_counts_once_and_the_report_says_so(tmp_
     build_report([old, new, new / first.parent.name], tmp_path / "report")
     with open(tmp_path / "report" / "results.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 8 and all(row["job_dir"].startswith(str(new.resolve())) for row in rows)
+    assert len(rows) == 8 and all(row["job_dir"].startswith("../new/") for row in rows)  # relative to the report
     assert sum(float(row["seed_mIoU"]) == 99.0 for row in rows) == 1
     printed = capsys.readouterr().out
     assert printed.count("counted once, the newer one") == 8 and printed.count("metrics DIFFER") == 1
@@ -197,4 +202,44 @@ def test_seed_grid_and_load_job_on_a_real_tiny_sweep(cache_dir, tmp_path):
     written = build_report([sweep], tmp_path / "report", partial(grid_inputs, images=2), cell_px=64)
     grid = tmp_path / "report" / "seed_grid_synthetic_resnet18_small.png"  # the default backbone
     assert grid in written
-    assert Image.open(grid).size == grid_pixel_size(2, 2, 1, 64) == (3 * 64, 4 * 64)
+    assert Image.open(grid).size == grid_pixel_size(2, 2, 1, 64) == (2 * 64, 4 * 64)
+
+    # The grid's seeds are the export's: its palette PNGs at the job's own threshold, for the same images.
+    rows = [{"cam": r["cam"], "proportion": float(r["proportion"]), "seed": r["seed"], "job_dir": str(p.parent),
+             "seed_threshold": r["metrics"]["seed_threshold"]} for p, r in found]
+    inputs = grid_inputs(rows, images=2)
+    assert inputs.style == "seeds" and inputs.palette == job.datamodule.palette()
+    for path, results in found:
+        exported = load_job(path)
+        export_seeds(exported.net, exported.cam, exported.datamodule, "eval", tmp_path / results["cam"],
+                     threshold=results["metrics"]["seed_threshold"], progress=False)
+        for n, image_id in enumerate(exported.datamodule.eval_set.ids[:2]):
+            png = np.array(Image.open(tmp_path / results["cam"] / "png" / f"{seed_file_stem(image_id)}.png"))
+            assert np.array_equal(inputs.maps[(results["cam"], 50.0)][n].numpy(), png)
+
+
+def test_the_seed_grid_draws_seeds_and_masks_in_the_palette_with_no_empty_cell(tmp_path):
+    """Two images × one method × two proportions (one job missing): every cell a picture; a seed cell's colour is
+    the palette's colour of its label blended over the image, the same colour as the mask's for that class."""
+    size, palette = 32, [0, 0, 0, 255, 0, 0, 0, 255, 0] + [255, 255, 255] * 253
+    images = torch.zeros(2, 3, size, size)  # normalised zeros: the ImageNet mean colour
+    masks = torch.zeros(2, size, size, dtype=torch.long)
+    masks[:, :, size // 2:] = 1
+    seeds = torch.full((2, size, size), 2, dtype=torch.long)  # the method says class 2 everywhere
+    grid = GridInputs(images, masks, torch.tensor([[1.0, 0.0], [1.0, 0.0]]), {("cam", 1.0): seeds},
+                      ["red", "green"], 255, palette)
+    grid.maps[("gradcam", 5.0)] = seeds  # cam has no 5 % job: that cell shows the image, labelled
+    path = seed_grid(grid, tmp_path / "grid.png", cell_px=64)
+    picture = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    assert picture.shape == (2 * 2 * 64, 3 * 64, 3) and grid_pixel_size(2, 2, 2, 64) == (3 * 64, 4 * 64)
+    for row in range(4):
+        for column in range(3):
+            cell = picture[row * 64 + 20:row * 64 + 60, column * 64 + 8:column * 64 + 56]
+            assert (cell != 255).any(axis=-1).mean() > 0.9, (row, column)  # no blank cell
+    seed_pixel = picture[40, 64 + 40]  # row 0 (image 0, cam), column 1 (1 %): class 2 = green over the image
+    assert seed_pixel[1] > 150 and seed_pixel[0] < 100
+    mask_pixel = picture[40, 60]  # the mask cell's right half: class 1 = red
+    assert mask_pixel[0] > 150 and mask_pixel[1] < 100
+    with pytest.raises(ValueError, match="grid style"):
+        seed_grid(GridInputs(images, masks, grid.labels, grid.maps, ["red", "green"], 255, palette, "jet"),
+                  tmp_path / "bad.png")
