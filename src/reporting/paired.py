@@ -3,9 +3,10 @@ bootstrap confidence intervals over images and seeds.
 
 Each job keeps its evaluation images' seed intersection and union per class at every background threshold of
 its sweep (`per_image_seed_iou.npz`). At a proportion, the reference and another method share their seeds (the
-same classifier for both: checked, jobs that used different ones are refused) and their evaluation images, so their difference is paired: one bootstrap replicate
-draws the seeds with replacement and the images with replacement, the same draw for both methods, and averages
-the per-seed differences of mIoU recomputed from the summed counts of the drawn images. The interval is the
+same classifier for both: checked, jobs that used different ones are refused) and their evaluation images, so
+their difference is paired: one bootstrap replicate draws the seeds with replacement and the images with
+replacement, the same draw for both methods, and averages the per-seed differences of mIoU recomputed from the
+summed counts of the drawn images. The interval is the
 percentile interval of those replicates; the point estimate is the mean over seeds of the difference on all
 images (the difference of the table's means).
 

@@ -69,7 +69,8 @@ def test_a_failing_rank_on_slurm_ends_its_job_with_its_error_last_in_every_task_
     assert sacct_states([job]) == {job: "FAILED"}
     logs = sorted((sweep / ".submitit" / job).glob("*_log.err"))
     assert len(logs) == 2, logs  # one per task (rank)
-    expected = f"error: DDP rank 1 of 2: {bad}: unreadable image (Truncated File Read); expected a JPEG or PNG file"
+    expected = (f"error: DDP rank 1 of 2: {bad}: unreadable image (Truncated File Read); expected a JPEG, PNG, TIFF "
+                "or BMP file")
     for log in logs:
         assert log.read_text().strip().splitlines()[-1] == expected, (log, log.read_text()[-2000:])
     # srun's own messages went to the batch step's file (launcher `additional_parameters.error`), not task 0's log

@@ -94,7 +94,7 @@ def test_overwrite_with_another_threshold_rewrites_the_seeds_and_the_same_manife
     old = {p.name: p.read_bytes() for p in (seeds / "png").glob("*.png")}
 
     redone = run_job(compose_config(job + ["export.threshold=0.05", "overwrite=true"]))
-    assert redone["export"] == {"dir": str(seeds), "written": 16, "skipped": 0, "threshold": 0.05}
+    assert redone["export"] == {"dir": str(seeds), "format": "irn", "written": 16, "skipped": 0, "threshold": 0.05}
     new = {p.name: p.read_bytes() for p in (seeds / "png").glob("*.png")}
     assert new.keys() == old.keys() and any(new[name] != old[name] for name in new)
     assert json.loads((seeds / "manifest.json").read_text())["threshold"] == 0.05
@@ -127,8 +127,9 @@ def test_stale_per_image_counts_are_refused_and_a_run_without_them_removes_them(
 def test_a_per_image_file_without_results_beside_it_is_refused(tmp_path):
     from src.reporting.results import write_per_image
 
-    counts = np.zeros((2, 3), dtype=np.int64)
-    write_per_image(tmp_path / PER_IMAGE_FILE, {"index": [0, 1], "intersection": counts, "union": counts},
+    counts = np.zeros((2, 4, 3), dtype=np.int64)  # [N images, T thresholds, K classes]
+    write_per_image(tmp_path / PER_IMAGE_FILE, {"index": [0, 1], "thresholds": [0.1, 0.2, 0.3, 0.4],
+                                                "intersection": counts, "union": counts},
                     {"job_id": "a", "classifier": None})
     with pytest.raises(ValueError, match="stale"):
         read_per_image(tmp_path)

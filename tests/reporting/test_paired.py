@@ -194,14 +194,17 @@ def test_per_image_counts_are_stored_compactly_and_an_older_file_is_a_one_line_e
     counts = np.zeros((3, 60, 21), dtype=np.int64)
     counts[:, :, 0] = 187_500  # a VOC image's pixels: more than 16 bits
     write_per_image(tmp_path / "voc" / PER_IMAGE_FILE, {"index": np.arange(3), "thresholds": np.arange(60) / 100,
-                                                        "intersection": counts // 2, "union": counts})
+                                                        "intersection": counts // 2, "union": counts},
+                    {"job_id": "voc-job"})
+    write_json_atomic(tmp_path / "voc" / "results.json", {"job_id": "voc-job", "per_image_scores": PER_IMAGE_FILE})
     with np.load(tmp_path / "voc" / PER_IMAGE_FILE) as arrays:
         assert arrays["union"].dtype == np.uint32 and arrays["intersection"].shape == (3, 60, 21)
     back = read_per_image(tmp_path / "voc")
     assert back["union"].dtype == np.int64 and np.array_equal(back["union"], counts)
     with pytest.raises(ValueError, match=r"expected \[N images, T thresholds, K classes\]"):
         write_per_image(tmp_path / "bad" / PER_IMAGE_FILE, {"index": np.arange(3), "thresholds": [0.1],
-                                                            "intersection": counts[:, 0], "union": counts[:, 0]})
+                                                            "intersection": counts[:, 0], "union": counts[:, 0]},
+                        {"job_id": "bad-job"})
     (tmp_path / "old").mkdir()
     np.savez_compressed(tmp_path / "old" / PER_IMAGE_FILE, index=np.arange(3), intersection=counts[:, 0],
                         union=counts[:, 0])
