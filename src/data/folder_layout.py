@@ -17,6 +17,7 @@ Splits come from `src.data.folder_splits`. This module knows files and names onl
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,8 +247,6 @@ def layout_digest(root: str | Path) -> str:
     the labels or the splits in place (same `data.root`) trains a new classifier instead of reusing the old one.
     Masks and boxes are left out: they change scores, not the classifier. An image rewritten in place with the
     same byte size is not seen (hashing every image's bytes would read the whole dataset at each job start)."""
-    import hashlib
-
     root = Path(root)
     digest = hashlib.sha1()
     for name in (LABELS_FILE, CLASSES_FILE, *sorted(p.relative_to(root).as_posix() for p in root.glob("splits/*.txt"))):

@@ -23,22 +23,20 @@ from torchmetrics.classification import MultilabelAveragePrecision
 from src.jobs.distributed import job_ranks
 from src.jobs.pretrained_cache import (WEIGHTS_FILE, is_pretrained_name, pretrain_config, pretrained_dir,
                                       pretrained_key, pretraining_lock)
+from src.jobs.train_checkpoint import save_checkpoint_atomic
 from src.models import Classifier
 
 
 class AtomicCheckpoint(pl.Callback):
-    """Saves the training state to `path` every `every` steps, through a temporary file and a rename. Under DDP
-    every rank calls `save_checkpoint` (it holds a barrier); rank 0 writes and renames."""
+    """Saves the training state to `path` every `every` steps (`save_checkpoint_atomic`: a temporary file and a
+    rename; under DDP every rank calls it, rank 0 writes)."""
 
     def __init__(self, path: Path, every: int):
         self.path, self.every = Path(path), max(int(every), 1)
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
         if trainer.global_step % self.every == 0:
-            tmp = self.path.with_name(f".{self.path.name}.tmp")  # one name for all ranks: rank 0 writes it
-            trainer.save_checkpoint(tmp)
-            if trainer.is_global_zero:
-                tmp.replace(self.path)
+            save_checkpoint_atomic(trainer, self.path)
 
 
 def pretext_map(net: torch.nn.Module, loader, device: torch.device) -> float:

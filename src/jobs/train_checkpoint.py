@@ -28,6 +28,16 @@ CHECKPOINT_DIR = "train_checkpoints"
 _STATE = "broadcam_training"  # our entry in Lightning's checkpoint dict
 
 
+def save_checkpoint_atomic(trainer: Trainer, path: Path) -> None:
+    """The trainer's full state to `path` through a temporary file and a rename (readers never see half a file).
+    Under DDP every rank must call it (`save_checkpoint` holds a barrier); rank 0 writes and renames."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    trainer.save_checkpoint(tmp, weights_only=False)
+    if trainer.is_global_zero:
+        tmp.replace(path)
+
+
 def training_checkpoint_path(cache_dir: str | Path, key: str) -> Path:
     return Path(cache_dir) / CHECKPOINT_DIR / f"{key}.ckpt"
 
@@ -69,11 +79,7 @@ class TrainingCheckpoint(Callback):
             PREEMPTION.requeue_now()
 
     def save(self, trainer: Trainer) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp.ckpt")
-        trainer.save_checkpoint(tmp, weights_only=False)  # every rank calls it; rank 0 writes
-        if trainer.is_global_zero:
-            tmp.replace(self.path)
+        save_checkpoint_atomic(trainer, self.path)
         self._saved_step = trainer.global_step
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
