@@ -6,12 +6,13 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+from src.jobs.build import build_pretraining
 from src.jobs.pretraining import pretrain
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="pretrain")
 def main(cfg: DictConfig) -> None:
-    entry = pretrain(cfg)
+    entry = pretrain(build_pretraining(cfg))
     print(f"backbone.weights={cfg.name} -> {entry}")
 
 

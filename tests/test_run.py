@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from src.jobs.config_checks import ConfigError
+from src.config.checks import ConfigError
 from src.reporting.paired import miou_of_sums
 from src.reporting.results import PER_IMAGE_FILE, REQUIRED_KEYS, read_per_image, read_results
 from src.run import run_job

@@ -20,7 +20,7 @@ def bare_forward(net, loader, device) -> None:
 
 
 def measure(device: torch.device, images: int, image_size: int, batch_size: int, repeats: int) -> dict:
-    _, job = job_parts([f"data.num_train={images}", f"data.image_size={image_size}", "data.num_val=8",
+    job = job_parts([f"data.num_train={images}", f"data.image_size={image_size}", "data.num_val=8",
                         f"data.eval_batch_size={batch_size}"])
     net = job.model.net.to(device).eval()
     loader = job.datamodule.train_subset_eval_dataloader()

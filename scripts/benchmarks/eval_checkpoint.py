@@ -10,7 +10,6 @@ between two runs does not enter it); the wall time of each pass is recorded besi
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from pytorch_lightning import Trainer
 
 from benchmarks.job_parts import job_parts
 from benchmarks.timing import print_table, timed
-from src.jobs.setup import build_evaluation, evaluation_loader
+from src.jobs.cam_job import build_evaluation, evaluation_loader
 
 QUICK = "fewer evaluation images (a smoke run)"
 
@@ -31,9 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def one_pass(overrides: list[str], every: int, device: torch.device) -> dict:
-    cfg, job = job_parts([*overrides, f"eval.checkpoint_every={every}"])
-    cfg.paths.output_dir = tempfile.mkdtemp(prefix="bench-eval-")  # no checkpoint of an earlier pass to resume
-    evaluation = build_evaluation(cfg, job, job.cam)
+    job = job_parts([*overrides, f"eval.checkpoint_every={every}"])  # a new job dir: no checkpoint to resume
+    evaluation = build_evaluation(job, job.cam)
     saves = []
     if evaluation.checkpoint is not None:
         save = evaluation.checkpoint.save

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from src.data.atomic import write_json_atomic
+from src.store.atomic import write_json_atomic
 
 
 def synchronize(device: torch.device | str | None) -> None:

@@ -1,5 +1,5 @@
 """Fitting BroadCAM's BLS once the classifier is trained (or loaded from the cache): called by the job
-(`src.jobs.setup.fit_cam_method`) on both paths, it returns the BLS; nothing is attached to other objects.
+(`src.jobs.build.fit_cam_method`) on both paths, it returns the BLS; nothing is attached to other objects.
 `BLS_FILE` is the one name of the fitted BLS in a job dir (written here, read by `src.jobs.artifacts`).
 """
 
@@ -14,7 +14,7 @@ from torch import nn
 
 from src.bls.broad_learning_system import BroadLearningSystem
 from src.bls.features import extract_gap_features
-from src.data.atomic import atomic_path
+from src.store.atomic import atomic_path
 
 BLS_FILE = "bls.pt"
 

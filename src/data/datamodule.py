@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from src.data.atomic import write_text_atomic
+from src.store.atomic import write_text_atomic
 from src.data.collate import collate_samples
 from src.data.loading import resolve_num_workers
 from src.data.palettes import voc_palette

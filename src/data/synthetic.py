@@ -6,8 +6,6 @@ Rendering runs in up to two processes (the CPU default job renders 2,600 images 
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
@@ -17,7 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from src.data.atomic import atomic_path
+from src.store.atomic import atomic_path
+from src.store.keyed import json_digest
 from src.data.collate import empty_boxes
 from src.data.datamodule import ProportionDataModule
 from src.data.synthetic_shapes import IGNORE_INDEX, SHAPE_NAMES, SHAPES, World, render_image
@@ -34,7 +33,7 @@ def synthetic_split(root: str | Path, split: str, count: int, image_size: int, g
         raise KeyError(f"data.eval_split={split!r} is not a synthetic split; expected one of {sorted(SPLIT_OFFSETS)}")
     params = {"split": split, "count": int(count), "size": int(image_size), "seed": int(generator_seed), "v": 2,
               "world": world.name}
-    key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+    key = json_digest(params, 12)
     path = Path(root) / f"{world.name}_{split}_{count}x{image_size}_{key}.npz"
     if not path.exists():
         seeds = [generator_seed * 7919 + SPLIT_OFFSETS[split] + i for i in range(count)]

@@ -9,14 +9,14 @@ absent. Reading the 10,582 train_aug masks for labels takes ~20 s (≈1.5 ms eac
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import numpy as np
 
-from src.data.atomic import atomic_path
+from src.store.atomic import atomic_path
+from src.store.keyed import text_digest
 from src.data.image_io import (CorruptFilePolicy, DatasetError, FileSplitDataModule, ImageFileDataset,
                                MissingFileError, SplitFiles, check_mask_values, first_existing, read_class_mask,
                                read_index_png, require_files, stack_labels)
@@ -150,5 +150,5 @@ class VOCSegmentationDataModule(FileSplitDataModule):
         if self.cache_dir is None:
             return None
         key = json.dumps({"root": str(self.root.resolve()), "split": split, "ids": ids, "masks": has_mask, "v": 1})
-        return self.cache_dir / f"voc_labels_{split}_{hashlib.sha1(key.encode()).hexdigest()[:12]}.npy"
+        return self.cache_dir / f"voc_labels_{split}_{text_digest(key, 12)}.npy"
 

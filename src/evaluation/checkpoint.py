@@ -5,20 +5,23 @@ they are written every `every` batches, atomically, to `<job dir>/eval_checkpoin
 count of batches done; the figure samples (images and maps, the bulk: MBs at VOC sizes) go to a
 `….figures.pt` beside it, rewritten only while the figure still gains images. A re-run of the job restores them and its loader
 starts after those batches. A checkpoint made with another config (`tag`, the job's config fingerprint) or
-another rank layout is ignored; one made with another classifier (its identity, `src.jobs.identity`: a retrain
+another rank layout is ignored; one made with another classifier (its identity, `src.store.identity`: a retrain
 or a replaced cache entry since) is discarded, with one log line, and the evaluation starts over.
 Each DDP rank resumes its own share from its own count (the states are sums
 over disjoint images, so ranks need not agree on where they stopped).
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
 from torch import nn
 from torchmetrics import Metric
 
-from src.data.atomic import atomic_path
+from src.store.atomic import atomic_path
+
+log = logging.getLogger(__name__)
 
 
 def checkpoint_file(directory: str | Path, rank: int = 0, world_size: int = 1) -> Path:
@@ -52,10 +55,10 @@ class EvalCheckpoint:
             return None
         payload = torch.load(self.path, map_location="cpu", weights_only=True)
         if payload.get("tag") != self.tag:
-            print(f"[eval] {self.path} was made with another config: ignored, the evaluation starts over")
+            log.info(f"[eval] {self.path} was made with another config: ignored, the evaluation starts over")
             return None
         if self.classifier is not None and payload.get("classifier") != self.classifier:
-            print(f"[eval] {self.path} scored another classifier ({_short(payload.get('classifier'))}, this job: "
+            log.info(f"[eval] {self.path} scored another classifier ({_short(payload.get('classifier'))}, this job: "
                   f"{_short(self.classifier)}): discarded, the evaluation starts over")
             self.path.unlink(missing_ok=True)
             self.figures_path.unlink(missing_ok=True)

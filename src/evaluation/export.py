@@ -28,6 +28,7 @@ another manifest or `overwrite=true` rewrites the export.
 """
 from __future__ import annotations
 
+import logging
 import gc
 import math
 import os
@@ -44,10 +45,12 @@ from torch.utils.data import Dataset, Subset
 
 from src.cams import CamSpec
 from src.data import ProportionDataModule
-from src.data.atomic import atomic_path
+from src.store.atomic import atomic_path
 from src.evaluation.export_manifest import prepare_export_dir
 from src.evaluation.portable_npy import save_dict_npy
 from src.evaluation.protocol import class_maps_at, gt_targets, seed_labels
+
+log = logging.getLogger(__name__)
 
 EXPORT_SPLITS = ("train", "val", "test", "eval", "all")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -218,7 +221,7 @@ def export_seeds(net: nn.Module, cam: CamSpec, datamodule: ProportionDataModule,
     finally:
         engine.remove()
         net.to(home)
-    print(f"seeds: {counts.written} written, {counts.skipped} skipped (already exported) -> {out_dir}")
+    log.info(f"seeds: {counts.written} written, {counts.skipped} skipped (already exported) -> {out_dir}")
     return counts
 
 

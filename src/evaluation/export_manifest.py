@@ -8,12 +8,15 @@ again) or the new one with some of its own files (the next run resumes), never o
 """
 from __future__ import annotations
 
+import logging
 import json
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-from src.data.atomic import write_json_atomic
+from src.store.atomic import write_json_atomic
+
+log = logging.getLogger(__name__)
 
 MANIFEST_FILE = "manifest.json"
 EXPORT_SUBDIRS = ("npy", "png")  # what the export writes under its dir (and removes when rewriting)
@@ -39,7 +42,7 @@ def prepare_export_dir(out_dir: str | Path, manifest: Mapping, overwrite: bool =
         why = "overwrite=true" if overwrite else ("no manifest" if previous is None else "made with " + ", ".join(
             key for key in sorted(set(previous) | set(manifest)) if previous.get(key) != manifest.get(key)) +
             " different from this job's")
-        print(f"seeds: {out_dir} is rewritten ({why})")
+        log.info(f"seeds: {out_dir} is rewritten ({why})")
     (out_dir / MANIFEST_FILE).unlink(missing_ok=True)
     for sub in EXPORT_SUBDIRS:
         shutil.rmtree(out_dir / sub, ignore_errors=True)

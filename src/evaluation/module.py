@@ -18,6 +18,7 @@ all ranks; every `checkpoint_every` batches the states are saved (`checkpoint.py
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -35,6 +36,8 @@ from src.evaluation.protocol import foreground_masks, gt_targets, seed_maps, thr
 from src.evaluation.reduction import evaluation_metrics, share_empty_states, to_reduction_device
 from src.evaluation.scoremaps import ScoremapWriter
 from src.metrics import MaxBoxAccV2, PxAP, SeedMIoU
+
+log = logging.getLogger(__name__)
 
 
 class CamEvaluation(pl.LightningModule):
@@ -103,7 +106,7 @@ classifier identity `checkpoint_classifier`); `batches_done` says
         if self._resume is not None:
             restore_metric_states(self, self._resume["metrics"])
             self.figure_samples = list(self._resume["figure_samples"])
-            print(f"[eval] resumed after {self.batches_done} batches from {self.checkpoint.path}")
+            log.info(f"[eval] resumed after {self.batches_done} batches from {self.checkpoint.path}")
             self._resume = None
 
     def on_test_batch_end(self, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:

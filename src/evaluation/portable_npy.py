@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib import format as npy_format
 
-from src.data.atomic import atomic_path
+from src.store.atomic import atomic_path
 
 _NUMPY2_MODULE = "numpy._core"
 _NUMPY1_MODULE = "numpy.core"

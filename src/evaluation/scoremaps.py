@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
-from src.data.atomic import atomic_path
+from src.store.atomic import atomic_path
 
 
 def scoremap_path(root: str | Path, image_id: str) -> Path:

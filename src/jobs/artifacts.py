@@ -4,6 +4,7 @@ BroadCAM's fitted BLS) and its datamodule, so that the report's seed grid (`scri
 """
 from __future__ import annotations
 
+import logging
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +17,13 @@ from src.cams import CamSpec
 from src.data import ProportionDataModule
 from src.data.collate import collate_samples
 from src.evaluation.protocol import gt_targets, seed_labels, seed_maps
-from src.jobs.cache import load_cached_net
-from src.jobs.setup import cam_target_layers, instantiate_datamodule
+from src.jobs.build import cam_target_layers, instantiate_datamodule
 from src.models import build_backbone
 from src.reporting.report import GridInputs
 from src.reporting.results import RESULTS_FILE, read_results
+from src.store.classifiers import load_cached_net
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -118,7 +121,7 @@ def grid_inputs(rows: list[dict], images: int, device: str = "cpu", data_overrid
     first = load_job(next(iter(jobs.values())), device, with_data=True, data_overrides=data_overrides)
     datamodule = first.datamodule
     if style == "seeds" and datamodule.seed_background and any(t is None for t in thresholds.values()):
-        print(f"[report] {first.path.parent}: no seed threshold (no seed_mIoU) to draw seeds with; the grid shows "
+        log.info(f"[report] {first.path.parent}: no seed threshold (no seed_mIoU) to draw seeds with; the grid shows "
               "heat maps")
         style = "heatmaps"
     labels = datamodule.eval_set.labels

@@ -9,6 +9,10 @@ from torchmetrics.classification import MultilabelAveragePrecision, MultilabelF1
 from src.models.backbones import build_backbone
 
 
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULERS = ("onecycle", "none")
+
+
 class Classifier(pl.LightningModule):
     """Trains `net` (a registry backbone) on image labels. `net` stays a plain torchvision-style module,
     so CAM methods hook its stages by name (`layer3`, `layer4`, …)."""
@@ -18,10 +22,10 @@ class Classifier(pl.LightningModule):
                  scheduler: str = "onecycle"):
         super().__init__()
         self.save_hyperparameters()
-        if optimizer not in ("adamw", "sgd"):
-            raise ValueError(f"train.optimizer={optimizer!r}; expected 'adamw' or 'sgd'")
-        if scheduler not in ("onecycle", "none"):
-            raise ValueError(f"train.scheduler={scheduler!r}; expected 'onecycle' or 'none'")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"train.optimizer={optimizer!r}; expected one of {list(OPTIMIZERS)}")
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"train.scheduler={scheduler!r}; expected one of {list(SCHEDULERS)}")
         self.net = build_backbone(backbone, num_classes, weights, output_stride)
         self.loss = nn.BCEWithLogitsLoss()
         self.train_map = MultilabelAveragePrecision(num_labels=num_classes, average="macro")

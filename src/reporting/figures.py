@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from src.data.atomic import atomic_path  # noqa: E402
+from src.store.atomic import atomic_path  # noqa: E402
 from src.reporting.overlay import denormalize, overlay  # noqa: E402
 
 

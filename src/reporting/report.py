@@ -20,8 +20,8 @@ newer results.json, and that too is said (with whether their metrics agree).
 """
 from __future__ import annotations
 
+import logging
 import csv
-import hashlib
 import io
 import json
 import os
@@ -37,10 +37,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from src.data.atomic import atomic_path, write_text_atomic  # noqa: E402
+from src.store.atomic import atomic_path, write_text_atomic  # noqa: E402
 from src.reporting.overlay import denormalize, label_overlay, overlay  # noqa: E402
 from src.reporting.paired import paired_differences, paired_table  # noqa: E402
-from src.reporting.results import find_jobs, safe_dirname  # noqa: E402
+from src.reporting.results import find_jobs  # noqa: E402
+from src.store.keyed import json_digest, safe_dirname  # noqa: E402
+from src.store.result_neutral import OUTPUT_KEYS, RUN_KEYS  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 KEY_FIELDS = ("dataset", "backbone", "cam", "proportion", "seed")
 STD_DDOF = 0
@@ -53,9 +57,9 @@ GRID_DPI = 100
 # The grid of a sweep: table rows (cam), columns (proportion) and the statistic (seed). Everything else in a
 # job's config defines its results too, so jobs that differ there are never pooled in one table.
 GRID_KEYS = ("cam", "proportion", "seed")
-# Top-level config keys that say where a job wrote, how it resumed or what it logged, not what it computed.
-NOT_DEFINING = frozenset({"paths", "overwrite", "force_retrain", "sweep_name", "stage", "logger", "callbacks",
-                          "export", "hydra", "proportion", "seed"})
+# Top-level config keys that do not define a job's numbers (`src.store.result_neutral`; `stage` is the run key's
+# name in results of earlier versions), and the grid's own axes.
+NOT_DEFINING = frozenset({*RUN_KEYS, *OUTPUT_KEYS, "stage", "hydra", "proportion", "seed"})
 # Leaves that repeat a grid key or a path (results.json holds the resolved config).
 NOT_DEFINING_LEAVES = frozenset({"data.proportion", "data.seed", "trainer.default_root_dir"})
 
@@ -83,7 +87,7 @@ def definition(results: dict) -> tuple[dict[str, str], dict[str, str]]:
 
 
 def digest(flat: dict[str, str]) -> str:
-    return hashlib.sha1(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:8]
+    return json_digest(flat, 8)
 
 
 def differing(flats: Iterable[dict[str, str]]) -> list[str]:
@@ -362,7 +366,7 @@ def build_report(dirs: Iterable[str | Path], out: str | Path,
     if not rows:
         raise FileNotFoundError(f"no results.json below {[str(d) for d in dirs]}; expected finished jobs")
     for note in found.notes:
-        print(f"[report] {note}")
+        log.info(f"[report] {note}")
     written = [write_csv(rows, out / "results.csv")]
     sections = []
     for (dataset, backbone, setting), group in groups(rows).items():

@@ -1,23 +1,20 @@
 """The results contract: `results.json` in each job's output dir (written by `src.run`, read by the report, the
 demo and `src.jobs.artifacts`), beside it `per_image_seed_iou.npz` (each evaluation image's seed intersection
-and union per class at every threshold of the sweep, for paired statistics), how finished jobs are found, and
-the safe folder/file names of jobs."""
+and union per class at every threshold of the sweep, for paired statistics) and how finished jobs are found."""
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 
-from src.data.atomic import atomic_path, write_json_atomic
+from src.store.atomic import atomic_path, write_json_atomic
+from src.store.finished_jobs import RESULTS_FILE
 
-__all__ = ["MAX_DIRNAME", "PER_IMAGE_FILE", "REQUIRED_KEYS", "RESULTS_FILE", "find_jobs", "read_per_image",
-           "read_results", "safe_dirname", "write_json_atomic", "write_per_image"]
+__all__ = ["PER_IMAGE_FILE", "REQUIRED_KEYS", "RESULTS_FILE", "find_jobs", "read_per_image",
+           "read_results", "write_json_atomic", "write_per_image"]
 
-RESULTS_FILE = "results.json"
 PER_IMAGE_FILE = "per_image_seed_iou.npz"
 PER_IMAGE_COUNTS = ("intersection", "union")
 REQUIRED_KEYS = ("dataset", "backbone", "cam", "proportion", "seed", "n_train", "metrics", "timings")
@@ -101,15 +98,3 @@ def find_jobs(dirs: Iterable[str | Path]) -> list[tuple[Path, dict]]:
         else:
             raise FileNotFoundError(f"{entry}: no such sweep dir or {RESULTS_FILE}")
     return [(path, read_results(path)) for path in sorted(paths)]
-
-
-MAX_DIRNAME = 120
-
-
-def safe_dirname(text: str) -> str:
-    """A job's overrides as one folder name: path separators and odd characters become '_', long names
-    are cut and suffixed by a hash so two sweeps' jobs never share a folder."""
-    name = re.sub(r"[^A-Za-z0-9=,.+_-]+", "_", str(text)).strip("_") or "default"
-    if len(name) > MAX_DIRNAME:
-        name = f"{name[:MAX_DIRNAME - 13]}_{hashlib.sha1(name.encode()).hexdigest()[:12]}"
-    return name

@@ -1,7 +1,7 @@
-"""W&B for sweeps (called by `src.jobs.setup` and `src.run`): which group/name/config a job's run gets, and what a
+"""W&B for sweeps (called by `src.jobs.build` and `src.run`): which group/name/config a job's run gets, and what a
 finished job logs to it.
 
-- `wandb_run_settings(cfg)`: kwargs for `WandbLogger` — one group per sweep (its `sweep_name`, else the
+- `wandb_run_settings(...)`: kwargs for `WandbLogger` — one group per sweep (its `sweep_name`, else the
   multirun's sweep dir name), the run named by the job's overrides (`cam=gradcam,proportion=2`), and the
   resolved config with dataset/backbone/cam/proportion/seed as top-level fields (the nested `backbone` and
   `cam` configs move to `backbone_cfg` and `cam_cfg`, so the top-level names stay plain values to group by).
@@ -10,11 +10,8 @@ finished job logs to it.
 """
 from __future__ import annotations
 
-import hydra
 import numpy as np
 import torch
-from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger, WandbLogger
 
 from src.metrics.seed_rule import seed_labels
@@ -25,29 +22,20 @@ from src.reporting.overlay import overlay
 FOREGROUND_THRESHOLD = 0.5
 
 
-def wandb_run_settings(cfg: DictConfig) -> dict:
-    """`{"group": str | None, "name": str, "config": dict}` for `WandbLogger(**settings)` (or wandb.init).
-
-    Works inside a Hydra job (reads `hydra.job.override_dirname`, `hydra.sweep.dir`) and outside one (a
-    composed config in tests or notebooks: no group unless `sweep_name` is set; the name from cam/proportion/seed).
-    """
-    hydra_cfg = _hydra_config()
-    group = cfg.get("sweep_name") or None
-    if group is None and hydra_cfg is not None and hydra_cfg.mode == RunMode.MULTIRUN:
-        group = str(hydra_cfg.sweep.dir).rstrip("/").rsplit("/", 1)[-1]
-    name = (hydra_cfg.job.get("override_dirname") if hydra_cfg is not None else None) or \
-        f"cam={cfg.cam.name},proportion={float(cfg.proportion):g},seed={int(cfg.seed)}"
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    resolved["backbone_cfg"], resolved["cam_cfg"] = resolved.pop("backbone"), resolved.pop("cam")
-    top = {"dataset": dataset_name(cfg), "backbone": cfg.backbone.name, "cam": cfg.cam.name,
-           "proportion": float(cfg.proportion), "seed": int(cfg.seed)}
-    return {"group": None if group is None else str(group), "name": str(name), "config": {**resolved, **top}}
-
-
-def dataset_name(cfg: DictConfig) -> str:
-    """The dataset's name as in results.json (its DataModule's `name`), without building the data."""
-    cls = hydra.utils.get_class(cfg.data._target_)
-    return getattr(cls, "name", "") or cls.__name__
+def wandb_run_settings(resolved: dict, dataset: str, sweep_group: str | None = None,
+                       job_name: str | None = None) -> dict:
+    """`{"group": str | None, "name": str, "config": dict}` for `WandbLogger(**settings)` (or wandb.init), from the
+    job's resolved config, its dataset's name and what Hydra knows of its sweep (`src.config.launch.sweep_names`:
+    the multirun folder's name, the job's overrides; None outside one): the group is `sweep_name`, else that
+    folder's name; the run is named by the overrides, else by cam/proportion/seed."""
+    group = resolved.get("sweep_name") or sweep_group
+    cam, backbone = resolved["cam"]["name"], resolved["backbone"]["name"]
+    proportion, seed = float(resolved["proportion"]), int(resolved["seed"])
+    name = job_name or f"cam={cam},proportion={proportion:g},seed={seed}"
+    config = {key: value for key, value in resolved.items() if key not in ("backbone", "cam")}
+    top = {"dataset": dataset, "backbone": backbone, "cam": cam, "proportion": proportion, "seed": seed}
+    return {"group": None if group is None else str(group), "name": str(name),
+            "config": {**config, "backbone_cfg": resolved["backbone"], "cam_cfg": resolved["cam"], **top}}
 
 
 def log_job(loggers: list[Logger], results: dict, figure_samples: list[dict], class_names: list[str],
@@ -133,7 +121,12 @@ def per_class_table(wandb, per_class_iou: list[float | None], class_names: list[
     return wandb.Table(columns=["class", "IoU"], data=[[n, v] for n, v in zip(names, per_class_iou)])
 
 
-def _hydra_config():
-    from hydra.core.hydra_config import HydraConfig
+def finish_loggers(loggers: list[Logger]) -> None:
+    """Close every logger's run, so that jobs of a multirun never share a W&B run (even after a failure)."""
+    for logger in loggers:
+        logger.finalize("success")
+    if any(isinstance(logger, WandbLogger) for logger in loggers):
+        import wandb
 
-    return HydraConfig.get() if HydraConfig.initialized() else None
+        if wandb.run is not None:
+            wandb.finish()

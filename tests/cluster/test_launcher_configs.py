@@ -8,7 +8,7 @@ import warnings
 import pytest
 from hydra import compose, initialize_config_dir
 
-import src.jobs.launcher_schema  # noqa: F401  (as `python -m src.run` does: the schema with srun_args)
+import src.config.launcher_schema  # noqa: F401  (as `python -m src.run` does: the schema with srun_args)
 from tests.conftest import REPO
 
 

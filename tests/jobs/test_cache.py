@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from src.jobs.cache import ClassifierCache, classifier_key
+from src.jobs.classifier import ClassifierCache, classifier_key
 from src.models import build_backbone
 from tests.helpers import compose_config
 
@@ -36,7 +36,7 @@ def test_save_then_load_restores_the_network(tmp_path):
 
 
 def test_force_retrain_counts_an_entry_of_this_launch_as_fresh(tmp_path):
-    from src.jobs.cache import must_train
+    from src.jobs.classifier import must_train
 
     cache = ClassifierCache(tmp_path)
     assert must_train(cache, "k", force_retrain=False, launch="L1")  # not cached: always trains
@@ -54,7 +54,7 @@ def test_a_non_waiting_lock_reports_a_held_key(tmp_path):
     cache = ClassifierCache(tmp_path)
     with cache.lock("k") as held:
         assert held
-        code = ("import sys; from src.jobs.cache import ClassifierCache\n"
+        code = ("import sys; from src.jobs.classifier import ClassifierCache\n"
                 f"with ClassifierCache({str(tmp_path)!r}).lock('k', wait=False) as held: sys.exit(0 if held else 3)")
         assert subprocess.run([sys.executable, "-c", code]).returncode == 3  # another process: not waiting
     with cache.lock("k", wait=False) as held:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from src.jobs.config_checks import CONF_DIR, ConfigError, check_group_overrides, group_options
+from src.config.checks import CONF_DIR, ConfigError, check_group_overrides, group_options
 from src.reporting.results import read_results
 from tests.helpers import compose_config, run_cli
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from src.jobs.config_checks import ConfigError
-from src.jobs.distributed import FailureWatch, RankFailed, Ranks, StopOnRankFailure, check_global_batch, one_line
+from src.config.checks import ConfigError
+from src.runtime.ranks import FailureWatch, RankFailed, Rank, StopOnRankFailure, check_global_batch, one_line
 from src.run import run_job
 from tests.conftest import TINY_JOB
 from tests.data.layouts import make_voc
@@ -19,7 +19,7 @@ BAD_IMAGE = "2008_000002"  # the last of the tiny VOC layout's 3 val images: ran
 
 
 def test_global_batch_is_shared_by_the_ranks_or_a_one_line_error():
-    assert [Ranks(0, n).batch_share(16) for n in (1, 2, 4)] == [16, 8, 4]
+    assert [Rank(0, n).batch_share(16) for n in (1, 2, 4)] == [16, 8, 4]
     with pytest.raises(ConfigError, match=r"data.batch_size=8 is the global batch .* 3 DDP ranks"):
         check_global_batch(8, 3)
 

@@ -93,7 +93,7 @@ def test_labels_edited_in_place_train_a_new_classifier(example, tmp_path):
     """The same data.root after labels.csv changed is another training set: a new cache key, so the next job
     trains instead of scoring the classifier of the old labels (masks and boxes, which only change scores, keep
     the key)."""
-    from src.jobs.cache import classifier_key
+    from src.jobs.classifier import classifier_key
 
     root = copy_of(example[0], tmp_path / "data")
     config = [*FOLDER_JOB, f"data.root={root}", f"paths.cache_dir={tmp_path / 'cache'}"]

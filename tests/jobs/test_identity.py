@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from src.evaluation import CamEvaluation
-from src.jobs.cache import ClassifierCache, classifier_key
-from src.jobs.identity import entry_identity, weights_sha1
+from src.jobs.classifier import ClassifierCache, classifier_key
+from src.store.identity import entry_identity, weights_sha1
 from src.reporting.results import PER_IMAGE_FILE, read_per_image
 from src.run import run_job
 from tests.helpers import compose_config

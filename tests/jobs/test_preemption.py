@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from src.jobs.preemption import PREEMPTION, remove_lightning_hpc_checkpoints
-from src.jobs.train_checkpoint import TrainingCheckpoint, read_training_checkpoint, training_checkpoint_path
-from src.jobs.cache import classifier_key
+from src.runtime.preemption import PREEMPTION, remove_lightning_hpc_checkpoints
+from src.jobs.training import TrainingCheckpoint, read_training_checkpoint, training_checkpoint_path
+from src.jobs.classifier import classifier_key
 from src.run import run_job
 from tests.helpers import compose_config
 
@@ -103,7 +103,7 @@ def test_leftover_lightning_hpc_checkpoints_are_removed(tmp_path, capsys):
 def test_lightning_auto_requeue_is_off_under_slurm(monkeypatch):
     from lightning_fabric.plugins.environments import SLURMEnvironment
 
-    from src.jobs.preemption import trainer_plugins
+    from src.runtime.preemption import trainer_plugins
 
     monkeypatch.setenv("SLURM_NTASKS", "1")
     monkeypatch.setenv("SLURM_JOB_NAME", "broadcam")

@@ -11,10 +11,10 @@ from src.models import build_backbone
 from tests.helpers import compose_config
 from src.jobs import cache as cache_module
 from src.jobs import pretraining as pretraining_module
-from src.jobs.cache import classifier_key_fields
-from src.jobs.pretrained_cache import pretrain_config, pretrained_dir, pretrained_key
+from src.jobs.classifier import classifier_key_fields
+from src.store.pretrained import pretrain_config, pretrained_dir, pretrained_key
 from src.jobs.pretraining import pretrain, resolve_weights
-from src.jobs.setup import prepare_job
+from src.jobs.build import prepare_job
 
 TINY = ["data.image_size=24", "data.num_train=24", "data.num_val=8", "data.batch_size=8", "data.eval_batch_size=8",
         "trainer.max_steps=3", "checkpoint_every=1", "progress_bar=false", "trainer.accelerator=cpu"]

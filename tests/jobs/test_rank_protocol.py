@@ -11,13 +11,13 @@ import pytest
 from torch import nn
 
 from src.jobs import cache as cache_module
-from src.jobs.cache import ClassifierCache, classifier_key, classifier_protocol
-from src.jobs.distributed import Ranks
+from src.jobs.classifier import ClassifierCache, classifier_key, classifier_protocol
+from src.runtime.ranks import Rank
 from tests.conftest import TINY_JOB
 from tests.helpers import compose_config
 
 
-class RankZeroOfTwo(Ranks):
+class RankZeroOfTwo(Rank):
     """Rank 0 of a 2-rank job whose other rank is elsewhere: collectives are identities here, and recorded."""
 
     def __init__(self):
@@ -86,7 +86,7 @@ def test_ddp_rank_zero_waits_in_short_broadcasts_then_trains_and_saves_under_the
     monkeypatch.setattr(cache_module.time, "sleep", sleep)
     holder = hold_lock(cache, key, release)
     ranks = RankZeroOfTwo()
-    _, info, decision = classifier_protocol(cfg, model, datamodule, trainer, ranks)
+    _, info, decision = classifier_protocol(cfg, model, datamodule, trainer, rank)
     assert ranks.sent[1:3] == ["wait", "train"]  # [launch id, "wait", "train", ...]: no collective held it
     assert decision == "train" and fits == [4] and saved_locked == [True]  # the rank's half of the global batch
     assert not info["cache_hit"] and cache.has(key) and not lock_is_held(cache, key)

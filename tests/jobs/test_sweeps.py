@@ -66,7 +66,7 @@ def test_two_jobs_racing_for_one_classifier_train_it_once(cache_dir, tmp_path):
 
 
 def test_job_folder_names_come_from_the_overrides_only_and_stay_unique():
-    from src.jobs.resolvers import job_dirname
+    from src.config.resolvers import job_dirname
 
     assert job_dirname("cam=cam,proportion=50") == "cam=cam,proportion=50"
     assert job_dirname("") == "default"

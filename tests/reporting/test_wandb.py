@@ -23,7 +23,7 @@ from omegaconf import OmegaConf, open_dict
 from PIL import Image
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
-from src.jobs.setup import finish_loggers
+from src.jobs.build import finish_loggers
 from src.reporting.wandb_logging import log_job, seed_prediction, wandb_run_settings
 from tests.conftest import REPO
 from tests.helpers import compose_config
@@ -164,7 +164,7 @@ def test_log_job_is_a_noop_without_wandb(tmp_path, monkeypatch):
 
 def test_offline_run_holds_summary_images_masks_and_table(offline_wandb, tiny_overrides):
     cfg = compose_config(tiny_overrides + ["logger=wandb", "sweep_name=demo", "proportion=5", "cam=cam"])
-    # As src.jobs.setup builds it: conf/logger/wandb.yaml plus the run settings (offline from WANDB_MODE).
+    # As src.jobs.build builds it: conf/logger/wandb.yaml plus the run settings (offline from WANDB_MODE).
     logger = hydra.utils.instantiate(cfg.logger.wandb, _partial_=True)(**wandb_run_settings(cfg))
     assert isinstance(logger, WandbLogger)
     results = {"metrics": {"seed_mIoU": 42.5, "seed_threshold": 0.3, "cls_mAP": 77.25, "PxAP": None},

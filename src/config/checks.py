@@ -1,4 +1,4 @@
-"""Checks of user input before a job does any work (`src.run`, `src.jobs.setup`): one clear line naming the key
+"""Checks of user input before a job does any work (`src.run`, `src.jobs.build`): one clear line naming the key
 and the allowed values."""
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+from src.config.compose import CONF_DIR
+
+JOB_KINDS = ("cams", "classifiers")  # `job`: the whole job, or its classifier only (a sweep's first pass)
+
+
+# Keys renamed in this version: their old form gets this line instead of Hydra's "Could not override".
+RENAMED = {"stage": "job=cams (was stage=all) or job=classifiers (was stage=classifiers)"}
 
 
 class ConfigError(ValueError):
@@ -32,6 +38,8 @@ def check_group_overrides(args: list[str], conf_dir: Path = CONF_DIR) -> None:
         return  # malformed overrides: Hydra reports those itself
     for override in overrides:
         group = override.key_or_group
+        if group.lstrip("+~") in RENAMED:
+            raise ConfigError(f"{group.lstrip('+~')}= is renamed; expected {RENAMED[group.lstrip('+~')]}")
         if "@" in group or group.startswith("hydra") or not (conf_dir / group).is_dir():
             continue
         if override.is_sweep_override():

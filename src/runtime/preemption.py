@@ -9,7 +9,7 @@ default) and submitit's signal handler (the Hydra launcher's job). We keep submi
   Lightning requeues forever;
 - Lightning's requeue is tied to its `hpc_ckpt_<n>.ckpt` in the job dir, which every later `fit` *and* `test` of
   that dir loads (that is how the CAM pass once scored a step-415 network while the cache held the step-1,000
-  one); our resume points are ours: the training checkpoint (`src.jobs.train_checkpoint`) and the evaluation's
+  one); our resume points are ours: the training checkpoint (`src.jobs.training`) and the evaluation's
   metric checkpoint (`src.evaluation.checkpoint`).
 submitit listens on `USR2` by default; the launching process sets `SUBMITIT_PREEMPT_SIGNAL=USR1` (unless set),
 which both the `#SBATCH --signal` line and the job's handler read, so one signal, SLURM's usual one, does it.
@@ -23,11 +23,14 @@ script) has no requeue: a re-run resumes from the same checkpoints.
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from pathlib import Path
 
 from pytorch_lightning import Callback, LightningModule, Trainer
+
+log = logging.getLogger(__name__)
 
 REQUEUE_SIGNAL = "USR1"
 SIGNAL_ENV = "SUBMITIT_PREEMPT_SIGNAL"  # read by submitit at import, in the launcher and in the job
@@ -50,7 +53,7 @@ def remove_lightning_hpc_checkpoints(job_dir: str | Path) -> None:
     an older version of this project must not replace the cached network."""
     for path in sorted(Path(job_dir).glob("hpc_ckpt_*.ckpt")):
         path.unlink(missing_ok=True)
-        print(f"[requeue] removed {path}: a leftover Lightning auto-requeue checkpoint (resumes are ours now)")
+        log.info(f"[requeue] removed {path}: a leftover Lightning auto-requeue checkpoint (resumes are ours now)")
 
 
 class Preemption:
@@ -82,8 +85,8 @@ class Preemption:
         self._submitit_handler, self._signum, self._pid = current, signum, os.getpid()
         self.requested = False
         signal.signal(signum, self._on_signal)
-        print(f"[requeue] submitit requeues this job on {signal.Signals(signum).name}, after a checkpoint when it "
-              "arrives during training or the CAM pass", flush=True)
+        log.info(f"[requeue] submitit requeues this job on {signal.Signals(signum).name}, after a checkpoint when it "
+              "arrives during training or the CAM pass")
         return True
 
     def defer(self, on: bool) -> None:
@@ -95,8 +98,7 @@ class Preemption:
             return
         if self._deferring:
             self.requested = True
-            print(f"[requeue] {signal.Signals(signum).name} received: checkpoint at the next boundary, then requeue",
-                  flush=True)
+            log.info(f"[requeue] {signal.Signals(signum).name} received: checkpoint at the next boundary, then requeue")
         else:
             self._submitit_handler(signum, frame)
 
@@ -136,5 +138,5 @@ class EvaluationRequeue(Callback):
         if PREEMPTION.requested:
             pl_module.checkpoint.save(pl_module.batches_done, pl_module, pl_module.figure_samples)
             done, path = pl_module.batches_done, pl_module.checkpoint.path
-            print(f"[eval] requeue signal: {done} batches checkpointed to {path}", flush=True)
+            log.info(f"[eval] requeue signal: {done} batches checkpointed to {path}")
             PREEMPTION.requeue_now()
