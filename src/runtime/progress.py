@@ -47,7 +47,7 @@ class StepProgressBar(RichProgressBar):
         if self.train_progress_bar_id is None:  # resumed mid-epoch
             self._initialize_train_progress_bar_id()
         self.progress.update(self.train_progress_bar_id, completed=trainer.global_step,
-                             description=self._get_train_description(trainer.current_epoch))
+                             description=self._styled_train_description())
         self._update_metrics(trainer, pl_module)
         self.refresh()
 
@@ -56,8 +56,12 @@ class StepProgressBar(RichProgressBar):
             return super()._initialize_train_progress_bar_id()
         # `completed` given at creation, not by an update: a resumed run's earlier steps are no speed sample
         self.train_progress_bar_id = self.progress.add_task(
-            self._get_train_description(self.trainer.current_epoch), total=self.trainer.max_steps,
-            completed=self.trainer.global_step)
+            self._styled_train_description(), total=self.trainer.max_steps, completed=self.trainer.global_step)
+
+    def _styled_train_description(self) -> str:
+        """The description in the theme's style, as Lightning's `_add_task` writes it."""
+        description = self._get_train_description(self.trainer.current_epoch)
+        return f"[{self.theme.description}]{description}" if self.theme.description else description
 
     def _get_train_description(self, current_epoch: int) -> str:
         trainer = self.trainer

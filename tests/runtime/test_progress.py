@@ -14,11 +14,12 @@ class TrainBarProbe(pl.Callback):
     """Reads the training bar after the progress bar has updated it at each batch end."""
 
     def __init__(self, bar: StepProgressBar) -> None:
-        self.bar, self.seen = bar, []
+        self.bar, self.seen, self.time_left = bar, [], []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         task = self.bar.train_progress_bar
         self.seen.append((task.description, task.completed, task.total))
+        self.time_left.append(task.time_remaining)
 
 
 def _rendered_train_row(bar: StepProgressBar) -> str:
@@ -35,6 +36,9 @@ def test_step_budget_counts_steps_across_epochs(fit_tiny):
 
     # 7 steps over 3 epochs of 3 batches: one bar that never restarts, total = the budget
     assert probe.seen == [(f"step {k}/7", k, 7) for k in range(1, 8)]
+    # Rich estimates the time left from its samples from the 2nd step on, a new epoch's first step included
+    # (Lightning's bar resets its task, and with it the estimate, at every epoch)
+    assert None not in probe.time_left[1:]
     row = _rendered_train_row(bar)
     assert row.startswith("step 7/7 ") and row.count("7/7") == 1  # the batches column does not repeat it
 
