@@ -28,8 +28,8 @@ class StepProgressBar(RichProgressBar):
 
     def configure_columns(self, trainer: pl.Trainer) -> list:
         columns = super().configure_columns(trainer)
-        return [_BatchesUnlessInDescription(self, column.style) if isinstance(column, BatchesProcessedColumn)
-                else column for column in columns]
+        return [_BatchesUnlessInDescription(column.style) if isinstance(column, BatchesProcessedColumn) else column
+                for column in columns]
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not counts_steps(trainer):
@@ -56,7 +56,8 @@ class StepProgressBar(RichProgressBar):
             return super()._initialize_train_progress_bar_id()
         # `completed` given at creation, not by an update: a resumed run's earlier steps are no speed sample
         self.train_progress_bar_id = self.progress.add_task(
-            self._styled_train_description(), total=self.trainer.max_steps, completed=self.trainer.global_step)
+            self._styled_train_description(), total=self.trainer.max_steps, completed=self.trainer.global_step,
+            count_in_description=True)
 
     def _styled_train_description(self) -> str:
         """The description in the theme's style, as Lightning's `_add_task` writes it."""
@@ -72,13 +73,7 @@ class StepProgressBar(RichProgressBar):
 
 
 class _BatchesUnlessInDescription(BatchesProcessedColumn):
-    """Lightning's "i/N" column, left empty for a training bar whose description already says "step i/N"."""
-
-    def __init__(self, bar: StepProgressBar, style: Any) -> None:
-        super().__init__(style)
-        self._bar = bar
+    """Lightning's "i/N" column, left empty for a task whose description already says "step i/N"."""
 
     def render(self, task: Any) -> Text:
-        if task.id == self._bar.train_progress_bar_id and counts_steps(self._bar.trainer):
-            return Text()
-        return super().render(task)
+        return Text() if task.fields.get("count_in_description") else super().render(task)
