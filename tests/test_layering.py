@@ -1,5 +1,6 @@
-"""The tree reads as the pipeline: imports point down the stack (entry points → jobs → evaluation →
-cams/bls/metrics → models/data; reporting below jobs), and reporting never reaches the CAM engine."""
+"""The tree reads as the pipeline: imports point down the stack (entry points → jobs → runtime/config and
+evaluation → cams/bls/metrics → models/data → store; reporting below jobs), and reporting never reaches the CAM
+engine."""
 from __future__ import annotations
 
 import ast
@@ -12,14 +13,17 @@ from tests.conftest import REPO
 
 # What each stage package may import from src (besides itself).
 ALLOWED = {
-    "data": set(),
+    "store": set(),  # the bottom: files, locks, keys
+    "data": {"store"},
     "models": set(),
-    "bls": {"data"},  # the atomic-write helper
+    "bls": {"store"},
     "cams": {"bls", "models"},
     "metrics": set(),
-    "evaluation": {"cams", "data", "metrics", "models"},
-    "reporting": {"data", "metrics"},
-    "jobs": {"bls", "cams", "data", "evaluation", "metrics", "models", "reporting"},
+    "evaluation": {"cams", "data", "metrics", "models", "store"},
+    "reporting": {"data", "metrics", "store"},
+    "config": {"store"},  # Hydra glue
+    "runtime": {"config", "data", "store"},
+    "jobs": {"bls", "cams", "config", "data", "evaluation", "metrics", "models", "reporting", "runtime", "store"},
 }
 ENTRY_POINTS = {path.stem for path in (REPO / "src").glob("*.py") if path.stem != "__init__"}
 

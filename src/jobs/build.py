@@ -31,6 +31,7 @@ from src.jobs.training import TrainingPlan
 from src.models import Classifier, backbone_spec, check_layers
 from src.models.classifier import OPTIMIZERS, SCHEDULERS
 from src.reporting.wandb_logging import wandb_run_settings
+from src.runtime.lightning_noise import quiet_lightning
 from src.runtime.preemption import EvaluationRequeue, trainer_plugins
 from src.store.classifiers import ClassifierCache, classifier_key
 from src.store.finished_jobs import config_fingerprint
@@ -161,6 +162,7 @@ def build_job(cfg: DictConfig, settings: JobSettings) -> Job:
     # worker's RNG follow `seed`. On the CPU this makes a job's metrics repeatable; on CUDA, atomics in
     # backward/scatter kernels and cuDNN's autotuned algorithms still vary run to run unless
     # `trainer.deterministic=true` (Lightning then sets torch.use_deterministic_algorithms and cuDNN's flags).
+    quiet_lightning()
     pl.seed_everything(settings.seed, workers=True, verbose=False)
     datamodule = instantiate_datamodule(cfg.data)
     weights = pretrained_weights(cfg.backbone.weights, cfg.paths.cache_dir)
@@ -231,6 +233,7 @@ class Pretraining:
 def build_pretraining(cfg: DictConfig) -> Pretraining:
     """The pretraining of `cfg` (`conf/pretrain.yaml`): seeded, its datamodule and classifier built."""
     resolved = resolved_parts(cfg)
+    quiet_lightning()
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     datamodule = hydra.utils.instantiate(cfg.data)
     model = Classifier(cfg.backbone.name, len(datamodule.class_names), None, cfg.backbone.output_stride, **cfg.train)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import RichProgressBar
 from torchmetrics.classification import MultilabelAveragePrecision
 
 from src.jobs.build import Pretraining
+from src.runtime.progress import StepProgressBar
 from src.runtime.ranks import job_ranks
 from src.store.pretrained import WEIGHTS_FILE
 from src.store.train_checkpoints import save_checkpoint_atomic
@@ -62,7 +62,7 @@ def pretrain(task: Pretraining, callbacks: list | None = None) -> Path:
     work = store.partial(key)
     work.mkdir(parents=True, exist_ok=True)
     resume = work / "last.ckpt"
-    extra = [RichProgressBar()] if task.progress_bar else []
+    extra = [StepProgressBar()] if task.progress_bar else []
     trainer = task.trainer_factory(callbacks=[AtomicCheckpoint(resume, task.checkpoint_every), *extra,
                                               *(callbacks or [])])
     ranks_config = {**task.resolved, "paths": {"cache_dir": str(store.root.parent)}}
