@@ -49,22 +49,22 @@ sweep-demo:  ## the demo grid (pretrained; proportion 1,2,5,10,100 × 4 CAM meth
 docs-demo:  ## the README's demo figures: the demo sweep's report (tables, intervals, plots, seed grid) into docs/demo/
 	$(PYTHON) scripts/report.py $(DEMO_SWEEP) --out docs/demo
 
-# The reproduce-* grids run in two stages: first `stage=classifiers` (src/jobs/classifiers_stage.py) with the CAM axis
+# The reproduce-* grids run in two stages: first `job=classifiers` (src/jobs/classifiers_stage.py) with the CAM axis
 # replaced by `cam=cam`, in a sweep folder of its own: one job per classifier trains it into the cache, no
 # CAMs; then the full grid, whose jobs all load their classifier from the cache, so no job holds a GPU while
 # waiting for another to train. CLASSIFIER_ARGS=force_retrain=true retrains them (once, in the first stage).
 reproduce-voc:  ## the paper's VOC2012 grid (GPU), then its report; data root from VOC_ROOT
-	$(PYTHON) -m src.run -m experiment=voc_wsss data.root=$(VOC_ROOT) stage=classifiers cam=cam sweep_name=voc_wsss_classifiers $(GRID_ARGS) $(CLASSIFIER_ARGS)
+	$(PYTHON) -m src.run -m experiment=voc_wsss data.root=$(VOC_ROOT) job=classifiers cam=cam sweep_name=voc_wsss_classifiers $(GRID_ARGS) $(CLASSIFIER_ARGS)
 	$(PYTHON) -m src.run -m experiment=voc_wsss data.root=$(VOC_ROOT) $(GRID_ARGS)
 	$(PYTHON) scripts/report.py outputs/broadcam/multiruns/voc_wsss
 
 reproduce-bcss:  ## the paper's BCSS-WSSS grid (GPU), then its report; data root from BCSS_ROOT
-	$(PYTHON) -m src.run -m experiment=bcss_wsss data.root=$(BCSS_ROOT) stage=classifiers cam=cam sweep_name=bcss_wsss_classifiers $(GRID_ARGS) $(CLASSIFIER_ARGS)
+	$(PYTHON) -m src.run -m experiment=bcss_wsss data.root=$(BCSS_ROOT) job=classifiers cam=cam sweep_name=bcss_wsss_classifiers $(GRID_ARGS) $(CLASSIFIER_ARGS)
 	$(PYTHON) -m src.run -m experiment=bcss_wsss data.root=$(BCSS_ROOT) $(GRID_ARGS)
 	$(PYTHON) scripts/report.py outputs/broadcam/multiruns/bcss_wsss
 
 reproduce-openimages:  ## the paper's OpenImages30k WSOL grid (GPU), then its report; root from OPENIMAGES_ROOT
-	$(PYTHON) -m src.run -m experiment=openimages_wsol data.root=$(OPENIMAGES_ROOT) stage=classifiers cam=cam sweep_name=openimages_wsol_classifiers $(GRID_ARGS) $(CLASSIFIER_ARGS)
+	$(PYTHON) -m src.run -m experiment=openimages_wsol data.root=$(OPENIMAGES_ROOT) job=classifiers cam=cam sweep_name=openimages_wsol_classifiers $(GRID_ARGS) $(CLASSIFIER_ARGS)
 	$(PYTHON) -m src.run -m experiment=openimages_wsol data.root=$(OPENIMAGES_ROOT) $(GRID_ARGS)
 	$(PYTHON) scripts/report.py outputs/broadcam/multiruns/openimages_wsol
 

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from src.runtime.logs import log_to_console
+
 os.environ.setdefault("WANDB_MODE", "disabled")
+log_to_console()  # in-process jobs' log lines reach the (captured) stdout, as a Hydra job's console shows them
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 

@@ -5,10 +5,13 @@ import importlib.util
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+
+import src.config.resolvers  # noqa: F401  (the configs' resolvers: composing the config resolves Hydra's node)
 
 from tests.conftest import REPO
 
@@ -56,3 +59,19 @@ def load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def job_settings_of(overrides: list[str]):
+    """`src.jobs.build.job_settings` of the job config of `overrides` (checked; a placeholder output dir unless
+    given: settings never write)."""
+    from src.jobs.build import check_config, job_settings
+
+    if not any(o.startswith("paths.output_dir=") for o in overrides):
+        overrides = [*overrides, f"paths.output_dir={os.path.join(tempfile.gettempdir(), 'unwritten-job')}"]
+    cfg = compose_config(overrides)
+    check_config(cfg)
+    return job_settings(cfg)
+
+
+def classifier_key_of(overrides: list[str]) -> str:
+    return job_settings_of(overrides).classifier_key

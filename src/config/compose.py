@@ -8,6 +8,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
+import src.config.resolvers  # noqa: F401  (composing `config` resolves Hydra's node, which uses them)
+
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 

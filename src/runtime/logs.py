@@ -30,11 +30,26 @@ def rank_zero_handlers() -> None:
             handler.addFilter(RankZeroOnly())
 
 
+class StdoutHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stdout` is when a record comes (a redirected or captured stdout too)."""
+
+    def __init__(self):
+        super().__init__(sys.stdout)
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:  # logging.StreamHandler sets it; the current sys.stdout is used instead
+        pass
+
+
 def log_to_console(level: int = logging.INFO) -> None:
-    """Outside a Hydra app: INFO lines of `src` to stdout, message only, as a Hydra job's console shows them."""
+    """Outside a Hydra app: INFO lines to stdout, message only, as a Hydra job's console shows them (once)."""
     root = logging.getLogger()
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stdout)
+    if not any(isinstance(handler, StdoutHandler) for handler in root.handlers) and not root.handlers:
+        handler = StdoutHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         root.addHandler(handler)
     root.setLevel(min(root.level or level, level))

@@ -46,7 +46,7 @@ def test_ddp_sweep_on_slurm_scores_like_one_process(slurm_cluster, tmp_path):
 
 def test_classifiers_stage_on_slurm_trains_each_classifier_once(slurm_cluster, tmp_path):
     sweep, cache = tmp_path / "sweep", tmp_path / "cache"
-    launched = run_cli(["-m", *SLURM_DDP, "stage=classifiers", "cam=cam", "proportion=5,10", *TINY_JOB,
+    launched = run_cli(["-m", *SLURM_DDP, "job=classifiers", "cam=cam", "proportion=5,10", *TINY_JOB,
                         f"data.root={tmp_path / 'synthetic'}", f"paths.cache_dir={cache}", f"hydra.sweep.dir={sweep}"],
                        timeout=TIMEOUT_S)
     assert launched.returncode == 0, launched.stderr[-3000:]

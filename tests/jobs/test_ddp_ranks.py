@@ -41,7 +41,7 @@ def test_global_batch_that_does_not_divide_stops_before_any_rank_starts(tiny_ove
 @pytest.mark.slow
 def test_classifiers_stage_under_ddp_trains_each_classifier_once(cache_dir, tmp_path):
     sweep, cache = tmp_path / "sweep", tmp_path / "cache"
-    result = run_cli(["-m", "stage=classifiers", "cam=cam", "proportion=5,10", *TINY_JOB, *CPU_DDP,
+    result = run_cli(["-m", "job=classifiers", "cam=cam", "proportion=5,10", *TINY_JOB, *CPU_DDP,
                       "trainer.devices=2", f"data.root={cache_dir / 'synthetic'}", f"paths.cache_dir={cache}",
                       f"hydra.sweep.dir={sweep}"], timeout=TIMEOUT_S)
     assert result.returncode == 0, result.stderr[-3000:]

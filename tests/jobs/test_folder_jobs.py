@@ -12,7 +12,7 @@ from PIL import Image
 
 from src.run import run_job
 from tests.data.folder_example import copy_of, write_example
-from tests.helpers import compose_config, load_script, run_cli
+from tests.helpers import classifier_key_of, compose_config, load_script, run_cli
 
 FOLDER_JOB = ["data=folder", "data.image_size=32", "data.num_workers=0", "debug=fast", "logger=none",
               "eval.box_thresholds.step=0.1"]
@@ -93,21 +93,20 @@ def test_labels_edited_in_place_train_a_new_classifier(example, tmp_path):
     """The same data.root after labels.csv changed is another training set: a new cache key, so the next job
     trains instead of scoring the classifier of the old labels (masks and boxes, which only change scores, keep
     the key)."""
-    from src.jobs.classifier import classifier_key
 
     root = copy_of(example[0], tmp_path / "data")
     config = [*FOLDER_JOB, f"data.root={root}", f"paths.cache_dir={tmp_path / 'cache'}"]
     first = job(root, tmp_path / "cache", tmp_path / "a")
     assert not first["classifier"]["cache_hit"]
-    key = classifier_key(compose_config(config))
+    key = classifier_key_of(config)
     assert key == first["classifier"]["key"]
     boxes = root / "boxes.csv"
     boxes.write_text("\n".join(boxes.read_text().splitlines()[:-1]) + "\n")  # one box fewer: the same classifier
-    assert classifier_key(compose_config(config)) == key
+    assert classifier_key_of(config) == key
     rows = (root / "labels.csv").read_text().splitlines()
     image, labels, split = next(r.split(",") for r in rows[1:] if r.split(",")[2] == "train" and ";" in r)
     rows[rows.index(f"{image},{labels},{split}")] = f"{image},{labels.split(';')[0]},{split}"  # a label dropped
     (root / "labels.csv").write_text("\n".join(rows) + "\n")
-    assert classifier_key(compose_config(config)) != key
+    assert classifier_key_of(config) != key
     again = job(root, tmp_path / "cache", tmp_path / "b")
     assert not again["classifier"]["cache_hit"] and again["classifier"]["key"] != key

@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from src.evaluation import CamEvaluation
-from src.jobs.classifier import ClassifierCache, classifier_key
+from src.store.classifiers import ClassifierCache
 from src.store.identity import entry_identity, weights_sha1
 from src.reporting.results import PER_IMAGE_FILE, read_per_image
 from src.run import run_job
-from tests.helpers import compose_config
+from tests.helpers import classifier_key_of, compose_config
 
 
 class KilledMidEvaluation(RuntimeError):
@@ -28,7 +28,7 @@ class KilledMidEvaluation(RuntimeError):
 
 def retrain(overrides: list[str], tmp_path) -> None:
     """The classifiers stage with force_retrain=true (outside a multirun every forced job retrains)."""
-    run_job(compose_config(overrides + ["stage=classifiers", "force_retrain=true",
+    run_job(compose_config(overrides + ["job=classifiers", "force_retrain=true",
                                         f"paths.output_dir={tmp_path / 'retrain'}"]))
 
 
@@ -118,7 +118,7 @@ def test_stale_per_image_counts_are_refused_and_a_run_without_them_removes_them(
     with pytest.raises(ValueError, match=f"{PER_IMAGE_FILE}: stale per-image counts"):
         read_per_image(tmp_path / "job")
     (tmp_path / "job" / PER_IMAGE_FILE).write_bytes(own)
-    assert read_per_image(tmp_path / "job")["job"]["classifier"]["key"] == classifier_key(compose_config(job))
+    assert read_per_image(tmp_path / "job")["job"]["classifier"]["key"] == classifier_key_of(job)
 
     run_job(compose_config(job + ["overwrite=true", "eval.per_image_scores=false"]))
     assert not (tmp_path / "job" / PER_IMAGE_FILE).exists() and read_per_image(tmp_path / "job") is None

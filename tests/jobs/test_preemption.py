@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from src.runtime.preemption import PREEMPTION, remove_lightning_hpc_checkpoints
-from src.jobs.training import TrainingCheckpoint, read_training_checkpoint, training_checkpoint_path
-from src.jobs.classifier import classifier_key
+from src.jobs.training import TrainingCheckpoint
+from src.store.train_checkpoints import TrainCheckpoints
 from src.run import run_job
-from tests.helpers import compose_config
+from tests.helpers import classifier_key_of, compose_config
 
 
 class Requeued(SystemExit):
@@ -49,7 +49,7 @@ def test_a_signal_mid_training_checkpoints_that_step_and_the_rerun_resumes_from_
     # periodic checkpoints and inside the first epoch.
     job = tiny_overrides + ["seed=21", "cam=cam", "trainer.max_steps=9", "train_checkpoint_every=4"]
     cfg = compose_config(job)
-    path = training_checkpoint_path(cfg.paths.cache_dir, classifier_key(cfg))
+    path = TrainCheckpoints(cfg.paths.cache_dir).path(classifier_key_of(job))
     batch_end = TrainingCheckpoint.on_train_batch_end
 
     def signalled_at_step_6(self, trainer, *args):
@@ -62,8 +62,8 @@ def test_a_signal_mid_training_checkpoints_that_step_and_the_rerun_resumes_from_
         with pytest.raises(Requeued):
             run_job(cfg)
     assert fake_submitit == [signal.SIGUSR1]
-    assert read_training_checkpoint(path)["step"] == 6 and not (path.parent.parent / "classifiers" /
-                                                                 classifier_key(cfg) / "net.pt").exists()
+    assert TrainCheckpoints(cfg.paths.cache_dir).read(classifier_key_of(job))["step"] == 6 and not (path.parent.parent / "classifiers" /
+                                                                 classifier_key_of(job) / "net.pt").exists()
     capsys.readouterr()
 
     results = run_job(compose_config(job))

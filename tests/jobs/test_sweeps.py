@@ -121,7 +121,7 @@ def test_force_retrain_retrains_each_classifier_once_per_sweep_launch(cache_dir,
 
 def test_classifiers_stage_trains_each_classifier_once_then_cam_jobs_only_hit_the_cache(cache_dir, tmp_path):
     grid = ["proportion=50,100", "cam=cam,gradcam"]
-    first = named_sweep(tmp_path, cache_dir, "staged", *grid, "stage=classifiers")
+    first = named_sweep(tmp_path, cache_dir, "staged", *grid, "job=classifiers")
     assert first.returncode == 0, first.stderr[-3000:]
     sweep = tmp_path / "outputs" / "broadcam" / "multiruns" / "staged"
     assert not list(sweep.rglob("results.json"))  # no CAM results from the classifiers stage
