@@ -7,14 +7,14 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from src.config.checks import ConfigError
+from src.config.compose import pretrain_config, resolved_parts
+from src.jobs import build as build_module
+from src.jobs.build import build_job, build_pretraining, check_config, job_settings, pretrained_weights
+from src.jobs.pretraining import pretrain
 from src.models import build_backbone
+from src.store.pretrained import PretrainedWeights, pretrained_key
 from tests.helpers import compose_config
-from src.jobs import cache as cache_module
-from src.jobs import pretraining as pretraining_module
-from src.jobs.classifier import classifier_key_fields
-from src.store.pretrained import pretrain_config, pretrained_dir, pretrained_key
-from src.jobs.pretraining import pretrain, resolve_weights
-from src.jobs.build import prepare_job
 
 TINY = ["data.image_size=24", "data.num_train=24", "data.num_val=8", "data.batch_size=8", "data.eval_batch_size=8",
         "trainer.max_steps=3", "checkpoint_every=1", "progress_bar=false", "trainer.accelerator=cpu"]
@@ -25,6 +25,14 @@ def tiny_cfg(tmp_path):
     cfg = pretrain_config(TINY)
     cfg.paths.cache_dir = str(tmp_path / "cache")
     return cfg
+
+
+def key_of(cfg) -> str:
+    return pretrained_key(resolved_parts(cfg))
+
+
+def entry_of(cfg):
+    return PretrainedWeights(cfg.paths.cache_dir).path(key_of(cfg))
 
 
 class StopAt(pl.Callback):
@@ -39,33 +47,33 @@ class StopAt(pl.Callback):
 
 
 def test_interrupted_pretraining_caches_nothing_then_resumes(tiny_cfg):
-    entry = pretrained_dir(tiny_cfg)
+    entry = entry_of(tiny_cfg)
     with pytest.raises(RuntimeError, match="interrupted"):
-        pretrain(tiny_cfg, callbacks=[StopAt(2)])
+        pretrain(build_pretraining(tiny_cfg), callbacks=[StopAt(2)])
     assert not entry.exists()
     assert (entry.parent / f".{entry.name}.partial" / "last.ckpt").is_file()
-    assert pretrain(tiny_cfg) == entry
+    assert pretrain(build_pretraining(tiny_cfg)) == entry
     meta = json.loads((entry / "meta.json").read_text())
     assert meta["resumed_from"] == 2 and meta["steps"] == 3 and meta["key"] == entry.name
     assert meta["classes"][0] == "ellipse" and 0 <= meta["pretext_val_mAP"] <= 100
     assert not list(entry.parent.glob(".*"))  # no partial state or temporary entry left behind
     mtime = (entry / "backbone.pt").stat().st_mtime
-    assert pretrain(tiny_cfg) == entry and (entry / "backbone.pt").stat().st_mtime == mtime  # a hit: no work
+    assert pretrain(build_pretraining(tiny_cfg)) == entry and (entry / "backbone.pt").stat().st_mtime == mtime  # a hit: no work
 
 
 def test_key_follows_the_pretraining_config_not_only_the_name(tiny_cfg):
     other = pretrain_config(TINY + ["trainer.max_steps=4"])
     moved = pretrain_config(TINY + ["data.num_workers=2"])
-    assert pretrained_key(tiny_cfg).startswith("synthetic_pretrained-")
-    assert pretrained_key(other) != pretrained_key(tiny_cfg)
-    assert pretrained_key(moved) == pretrained_key(tiny_cfg)  # loading speed does not change the weights
+    assert key_of(tiny_cfg).startswith("synthetic_pretrained-")
+    assert key_of(other) != key_of(tiny_cfg)
+    assert key_of(moved) == key_of(tiny_cfg)  # loading speed does not change the weights
 
 
-def test_weights_name_loads_the_cached_weights(tiny_cfg, monkeypatch):
-    entry = pretrain(tiny_cfg)
-    monkeypatch.setattr(pretraining_module, "pretrain_config", lambda: tiny_cfg.copy())
-    path, key = resolve_weights("synthetic_pretrained", "resnet18_small", tiny_cfg.paths.cache_dir)
-    assert key == entry.name and path == str(entry / "backbone.pt")
+def test_weights_name_loads_the_cached_weights(tiny_cfg, tiny_overrides, monkeypatch):
+    entry = pretrain(build_pretraining(tiny_cfg))
+    monkeypatch.setattr(build_module, "pretrain_config", lambda: tiny_cfg.copy())
+    path = pretrained_weights("synthetic_pretrained", tiny_cfg.paths.cache_dir)
+    assert path == str(entry / "backbone.pt")
     saved = torch.load(path, weights_only=True)
     net = build_backbone("resnet18_small", 8, path, output_stride=16)
     for name, tensor in net.state_dict().items():
@@ -73,19 +81,18 @@ def test_weights_name_loads_the_cached_weights(tiny_cfg, monkeypatch):
             assert tensor.shape[0] == 8  # the head is the job's own, not the pretext's 12 classes
         else:
             assert torch.equal(tensor, saved[name]), name
-    assert resolve_weights(None, "resnet18_small", tiny_cfg.paths.cache_dir) == (None, None)
-    with pytest.raises(ValueError, match="backbone.name='resnet18'"):
-        resolve_weights("synthetic_pretrained", "resnet18", tiny_cfg.paths.cache_dir)
+    assert pretrained_weights(None, tiny_cfg.paths.cache_dir) is None
+    with pytest.raises(ConfigError, match="backbone.name='resnet18'"):
+        check_config(compose_config(tiny_overrides + ["backbone=resnet18", "backbone.weights=synthetic_pretrained"]))
 
 
 def test_a_job_with_the_pretrained_name_starts_from_the_cached_weights(tiny_cfg, tiny_overrides, monkeypatch):
-    entry = pretrain(tiny_cfg)
-    monkeypatch.setattr(pretraining_module, "pretrain_config", lambda: tiny_cfg.copy())
-    monkeypatch.setattr(cache_module, "pretrain_config", lambda: tiny_cfg.copy())
+    entry = pretrain(build_pretraining(tiny_cfg))
+    monkeypatch.setattr(build_module, "pretrain_config", lambda: tiny_cfg.copy())
     overrides = tiny_overrides + ["backbone=resnet18_small", f"paths.cache_dir={tiny_cfg.paths.cache_dir}"]
     cfg = compose_config(overrides + ["backbone.weights=synthetic_pretrained"])
-    job = prepare_job(cfg)
+    job = build_job(cfg, job_settings(cfg))
     saved = torch.load(entry / "backbone.pt", weights_only=True)
     assert torch.equal(job.model.net.layer4[1].conv2.weight, saved["layer4.1.conv2.weight"])
-    assert classifier_key_fields(cfg)["pretrained"] == entry.name  # the pretraining config keys the classifier
-    assert "pretrained" not in classifier_key_fields(compose_config(overrides))
+    assert job.settings.classifier_fields["pretrained"] == entry.name  # the pretraining config keys the classifier
+    assert "pretrained" not in job_settings(compose_config(overrides)).classifier_fields

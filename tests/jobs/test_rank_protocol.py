@@ -1,6 +1,6 @@
 """The classifier's rank protocol (`classifier_protocol`) as rank 0 of a DDP job sees it: it takes the key's lock
 without sitting in one long collective while another job holds it, saves under the lock, and the classifiers
-stage leaves a key another job is training."""
+pass leaves a key another job is training."""
 from __future__ import annotations
 
 import fcntl
@@ -10,11 +10,12 @@ from types import SimpleNamespace
 import pytest
 from torch import nn
 
-from src.jobs import cache as cache_module
-from src.jobs.classifier import ClassifierCache, classifier_key, classifier_protocol
+from src.jobs import classifier as classifier_module
+from src.jobs.classifier import classifier_protocol
 from src.runtime.ranks import Rank
+from src.store.classifiers import ClassifierCache
 from tests.conftest import TINY_JOB
-from tests.helpers import compose_config
+from tests.helpers import job_settings_of
 
 
 class RankZeroOfTwo(Rank):
@@ -44,12 +45,12 @@ def lock_is_held(cache: ClassifierCache, key: str) -> bool:
 
 @pytest.fixture
 def job(tmp_path):
-    cfg = compose_config(TINY_JOB + [f"paths.cache_dir={tmp_path}"])
+    settings = job_settings_of(TINY_JOB + [f"paths.cache_dir={tmp_path}"])
     fits = []
     trainer = SimpleNamespace(fit=lambda model, datamodule, ckpt_path=None: fits.append(datamodule.batch_size),
                               callbacks=[], global_step=0)
     datamodule = SimpleNamespace(subset_ids=["a", "b"], num_classes=2, batch_size=8)
-    return cfg, SimpleNamespace(net=nn.Linear(2, 2)), datamodule, trainer, fits
+    return settings, SimpleNamespace(net=nn.Linear(2, 2)), datamodule, trainer, fits
 
 
 def hold_lock(cache: ClassifierCache, key: str, release: threading.Event) -> threading.Thread:
@@ -69,8 +70,8 @@ def hold_lock(cache: ClassifierCache, key: str, release: threading.Event) -> thr
 
 
 def test_ddp_rank_zero_waits_in_short_broadcasts_then_trains_and_saves_under_the_lock(job, monkeypatch):
-    cfg, model, datamodule, trainer, fits = job
-    cache, key = ClassifierCache(cfg.paths.cache_dir), classifier_key(cfg)
+    settings, model, datamodule, trainer, fits = job
+    cache, key = settings.classifiers, settings.classifier_key
     release, saved_locked = threading.Event(), []
     save = ClassifierCache.save
 
@@ -83,21 +84,22 @@ def test_ddp_rank_zero_waits_in_short_broadcasts_then_trains_and_saves_under_the
         holder.join(30)
 
     monkeypatch.setattr(ClassifierCache, "save", spy_save)
-    monkeypatch.setattr(cache_module.time, "sleep", sleep)
+    monkeypatch.setattr(classifier_module.time, "sleep", sleep)
     holder = hold_lock(cache, key, release)
-    ranks = RankZeroOfTwo()
-    _, info, decision = classifier_protocol(cfg, model, datamodule, trainer, rank)
-    assert ranks.sent[1:3] == ["wait", "train"]  # [launch id, "wait", "train", ...]: no collective held it
+    rank = RankZeroOfTwo()
+    _, info, decision = classifier_protocol(settings, model, datamodule, trainer, rank)
+    assert rank.sent[1:3] == ["wait", "train"]  # [launch id, "wait", "train", ...]: no collective held it
     assert decision == "train" and fits == [4] and saved_locked == [True]  # the rank's half of the global batch
     assert not info["cache_hit"] and cache.has(key) and not lock_is_held(cache, key)
 
 
-def test_classifiers_stage_leaves_a_key_another_job_is_training(job):
-    cfg, model, datamodule, trainer, fits = job
-    cache, key, release = ClassifierCache(cfg.paths.cache_dir), classifier_key(cfg), threading.Event()
+def test_classifiers_pass_leaves_a_key_another_job_is_training(job):
+    settings, model, datamodule, trainer, fits = job
+    cache, key, release = settings.classifiers, settings.classifier_key, threading.Event()
     holder = hold_lock(cache, key, release)
     try:
-        _, _, decision = classifier_protocol(cfg, model, datamodule, trainer, RankZeroOfTwo(), stage=True)
+        _, _, decision = classifier_protocol(settings, model, datamodule, trainer, RankZeroOfTwo(),
+                                              classifiers_pass=True)
     finally:
         release.set()
         holder.join(30)

@@ -23,8 +23,8 @@ from omegaconf import OmegaConf, open_dict
 from PIL import Image
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
-from src.jobs.build import finish_loggers
-from src.reporting.wandb_logging import log_job, seed_prediction, wandb_run_settings
+from src.config.launch import sweep_names
+from src.reporting.wandb_logging import finish_loggers, log_job, seed_prediction, wandb_run_settings
 from tests.conftest import REPO
 from tests.helpers import compose_config
 
@@ -88,9 +88,13 @@ def samples() -> list[dict]:
     return out
 
 
+def resolved(cfg) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
 def test_run_settings_outside_a_hydra_job(tiny_overrides):
     cfg = compose_config(tiny_overrides + ["sweep_name=voc_small", "cam=gradcam", "proportion=2", "seed=3"])
-    settings = wandb_run_settings(cfg)
+    settings = wandb_run_settings(resolved(cfg), "synthetic")
     assert settings["group"] == "voc_small"
     assert settings["name"] == "cam=gradcam,proportion=2,seed=3"
     config = settings["config"]
@@ -99,7 +103,8 @@ def test_run_settings_outside_a_hydra_job(tiny_overrides):
     assert config["backbone_cfg"]["name"] == "resnet18_small" and config["cam_cfg"]["name"] == "gradcam"
     assert config["train"] == OmegaConf.to_container(cfg.train)  # the config, nested
     assert config["data"]["seed"] == 3 and config["data"]["image_size"] == 64  # resolved
-    assert wandb_run_settings(compose_config(tiny_overrides))["group"] is None  # a single run: no group
+    assert sweep_names() == (None, None)  # outside Hydra
+    assert wandb_run_settings(resolved(compose_config(tiny_overrides)), "synthetic")["group"] is None  # no group
 
 
 def test_run_settings_inside_a_multirun_job(tiny_overrides):
@@ -114,7 +119,7 @@ def test_run_settings_inside_a_multirun_job(tiny_overrides):
     with open_dict(cfg):
         del cfg["hydra"]  # a job's task config has no hydra node; HydraConfig holds it
     try:
-        settings = wandb_run_settings(cfg)
+        settings = wandb_run_settings(resolved(cfg), "synthetic", *sweep_names())
     finally:
         HydraConfig.instance().cfg = None
     assert settings["group"] == "2026-01-01_10-00-00"  # one group per sweep dir
@@ -165,7 +170,7 @@ def test_log_job_is_a_noop_without_wandb(tmp_path, monkeypatch):
 def test_offline_run_holds_summary_images_masks_and_table(offline_wandb, tiny_overrides):
     cfg = compose_config(tiny_overrides + ["logger=wandb", "sweep_name=demo", "proportion=5", "cam=cam"])
     # As src.jobs.build builds it: conf/logger/wandb.yaml plus the run settings (offline from WANDB_MODE).
-    logger = hydra.utils.instantiate(cfg.logger.wandb, _partial_=True)(**wandb_run_settings(cfg))
+    logger = hydra.utils.instantiate(cfg.logger.wandb, _partial_=True)(**wandb_run_settings(resolved(cfg), "synthetic"))
     assert isinstance(logger, WandbLogger)
     results = {"metrics": {"seed_mIoU": 42.5, "seed_threshold": 0.3, "cls_mAP": 77.25, "PxAP": None},
                "details": {"per_class_IoU": [80.0, 40.0, None, 30.0]}, "timings": {"train_s": 1.5},
