@@ -13,7 +13,7 @@ DEMO_SWEEP ?= outputs/broadcam/multiruns/synthetic_demo
 # Extra overrides for every job of a reproduce-* grid, e.g. a cluster with 4 GPUs per job:
 #   make reproduce-voc GRID_ARGS='hydra/launcher=slurm hydra.launcher.partition=gpu trainer=ddp trainer.devices=4'
 GRID_ARGS ?=
-# Extra overrides of the classifiers stage only, e.g. CLASSIFIER_ARGS=force_retrain=true
+# Extra overrides of the classifiers pass only, e.g. CLASSIFIER_ARGS=force_retrain=true
 CLASSIFIER_ARGS ?=
 
 install:  ## install the package with its test oracles and the SLURM launcher
@@ -49,10 +49,10 @@ sweep-demo:  ## the demo grid (pretrained; proportion 1,2,5,10,100 × 4 CAM meth
 docs-demo:  ## the README's demo figures: the demo sweep's report (tables, intervals, plots, seed grid) into docs/demo/
 	$(PYTHON) scripts/report.py $(DEMO_SWEEP) --out docs/demo
 
-# The reproduce-* grids run in two stages: first `job=classifiers` (src/jobs/classifiers_stage.py) with the CAM axis
+# The reproduce-* grids run in two passes: first `job=classifiers` (src/jobs/classifiers_stage.py) with the CAM axis
 # replaced by `cam=cam`, in a sweep folder of its own: one job per classifier trains it into the cache, no
 # CAMs; then the full grid, whose jobs all load their classifier from the cache, so no job holds a GPU while
-# waiting for another to train. CLASSIFIER_ARGS=force_retrain=true retrains them (once, in the first stage).
+# waiting for another to train. CLASSIFIER_ARGS=force_retrain=true retrains them (once, in the first pass).
 reproduce-voc:  ## the paper's VOC2012 grid (GPU), then its report; data root from VOC_ROOT
 	$(PYTHON) -m src.run -m experiment=voc_wsss data.root=$(VOC_ROOT) job=classifiers cam=cam sweep_name=voc_wsss_classifiers $(GRID_ARGS) $(CLASSIFIER_ARGS)
 	$(PYTHON) -m src.run -m experiment=voc_wsss data.root=$(VOC_ROOT) $(GRID_ARGS)

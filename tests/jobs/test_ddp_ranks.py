@@ -7,7 +7,8 @@ import json
 import pytest
 
 from src.config.checks import ConfigError
-from src.runtime.ranks import FailureWatch, RankFailed, Rank, StopOnRankFailure, check_global_batch, one_line
+from src.runtime.rank_failure import FailureWatch, RankFailed, StopOnRankFailure, one_line
+from src.runtime.ranks import Rank, check_global_batch
 from src.run import run_job
 from tests.conftest import TINY_JOB
 from tests.data.layouts import make_voc
