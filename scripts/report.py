@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from src.jobs.artifacts import grid_inputs  # noqa: E402
 from src.reporting.report import build_report  # noqa: E402
+from src.runtime.logs import log_to_console  # noqa: E402
 
 
 def parse_assignment(text: str) -> tuple[str, object]:
@@ -30,6 +31,7 @@ def parse_assignment(text: str) -> tuple[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    log_to_console()  # the report's notes (`[report] ...`) on stdout
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dirs", nargs="+", type=Path, help="sweep dirs (or job dirs, or results.json files)")
     parser.add_argument("--out", type=Path, default=None, help="output dir (default: <first dir>/report)")

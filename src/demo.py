@@ -14,6 +14,7 @@ header bands + rows × tile high.
 """
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from src.jobs.artifacts import JobArtifacts, load_job
 from src.reporting.overlay import denormalize, overlay
 from src.reporting.results import find_jobs
 from src.store.keyed import safe_dirname
+
+log = logging.getLogger(__name__)
 
 LABEL_WIDTH = 96  # px: the band of method names left of the tiles
 TITLE_HEIGHT = 24  # px: the class name above everything
@@ -142,7 +145,7 @@ def user_images(path: Path, job: JobArtifacts) -> list[DemoImage]:
             try:
                 mask = transform.mask(torch.from_numpy(read_index_png(mask_path)))
             except DatasetError as error:
-                print(f"note: mask not shown: {error}")
+                log.info(f"note: mask not shown: {error}")
         images.append(DemoImage(file.stem, image, classes, mask))
     return images
 

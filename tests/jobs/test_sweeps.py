@@ -33,6 +33,9 @@ def test_submitit_local_sweep_then_resume_redoes_only_the_missing_job(cache_dir,
     # job folders are named by their overrides (not by job number): order them by proportion
     found = sorted(sweep.glob("*/results.json"), key=lambda p: json.loads(p.read_text())["proportion"])
     assert [json.loads(p.read_text())["proportion"] for p in found] == [50.0, 100.0]
+    for results in found:  # Hydra's job log holds the job's story: its lines, with time, module and level
+        story = (results.parent / "run.log").read_text()
+        assert "][src.run][INFO] [cam | resnet18_small |" in story, story[-2000:]
 
     # A sweep "killed" after its first job: the second job's results are gone.
     lost, kept = found[1], found[0]
