@@ -49,7 +49,7 @@ sweep-demo:  ## the demo grid (pretrained; proportion 1,2,5,10,100 × 4 CAM meth
 docs-demo:  ## the README's demo figures: the demo sweep's report (tables, intervals, plots, seed grid) into docs/demo/
 	$(PYTHON) scripts/report.py $(DEMO_SWEEP) --out docs/demo
 
-# The reproduce-* grids run in two passes: first `job=classifiers` (src/jobs/classifiers_stage.py) with the CAM axis
+# The reproduce-* grids run in two passes: first `job=classifiers` (src/jobs/classifiers_pass.py) with the CAM axis
 # replaced by `cam=cam`, in a sweep folder of its own: one job per classifier trains it into the cache, no
 # CAMs; then the full grid, whose jobs all load their classifier from the cache, so no job holds a GPU while
 # waiting for another to train. CLASSIFIER_ARGS=force_retrain=true retrains them (once, in the first pass).

@@ -20,7 +20,7 @@ from src.config.checks import ConfigError, check_group_overrides
 from src.data.image_io import DatasetError
 from src.jobs.build import build_job, check_config, job_settings
 from src.jobs.cam_job import run_cam_job
-from src.jobs.classifiers_stage import train_classifier_only
+from src.jobs.classifiers_pass import train_classifier_only
 from src.reporting.wandb_logging import finish_loggers
 from src.runtime.logs import rank_zero_handlers
 from src.runtime.preemption import choose_requeue_signal, install_requeue_handler, remove_lightning_hpc_checkpoints

@@ -2,7 +2,7 @@
 (each bad one is a `ConfigError` naming its key); `job_settings` reads the plain values once and computes the
 job's keys (classifier key, config fingerprint); `build_job` builds what the stages run on (datamodule,
 classifier, CAM and its fitting step, loggers, trainer, evaluation, export, stores). The stages
-(`src.jobs.cam_job`, `src.jobs.classifiers_stage`) receive those objects, never the config.
+(`src.jobs.cam_job`, `src.jobs.classifiers_pass`) receive those objects, never the config.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The ranks of one job under DDP (`trainer=ddp`): who launches them, the few collectives the job needs, and what
-happens when one of them fails. Every stage that trains or evaluates (the CAM job, the classifiers stage,
+happens when one of them fails. Every stage that trains or evaluates (the CAM job, the classifiers pass,
 pretraining) opens its ranks here, whoever started them.
 
 Who starts the ranks: Lightning's own launcher re-executes `sys.argv` for ranks > 0; under `python -m src.run -m

@@ -1,5 +1,5 @@
 """DDP jobs whose ranks SLURM starts (tasks per node = trainer.devices, CPU ranks on gloo), on the real one-node
-cluster (`scripts/slurm_local.sh up`): a 2-job sweep scores like one process, the classifiers stage trains each
+cluster (`scripts/slurm_local.sh up`): a 2-job sweep scores like one process, the classifiers pass trains each
 classifier once without hanging, and a failing rank ends its job in seconds with its one-line error last in every
 task's log (issue 19). Skips where no cluster answers, unless BROADCAM_SLURM_REQUIRED=1 (`.ci/run`)."""
 from __future__ import annotations
@@ -44,7 +44,7 @@ def test_ddp_sweep_on_slurm_scores_like_one_process(slurm_cluster, tmp_path):
     assert results["gradcam"]["metrics"] == pytest.approx(single["metrics"], abs=1e-6)
 
 
-def test_classifiers_stage_on_slurm_trains_each_classifier_once(slurm_cluster, tmp_path):
+def test_classifiers_pass_on_slurm_trains_each_classifier_once(slurm_cluster, tmp_path):
     sweep, cache = tmp_path / "sweep", tmp_path / "cache"
     launched = run_cli(["-m", *SLURM_DDP, "job=classifiers", "cam=cam", "proportion=5,10", *TINY_JOB,
                         f"data.root={tmp_path / 'synthetic'}", f"paths.cache_dir={cache}", f"hydra.sweep.dir={sweep}"],

@@ -1,4 +1,4 @@
-"""DDP (gloo, CPU ranks started by the job) on every path (issue 19): the classifiers stage, the global batch, a
+"""DDP (gloo, CPU ranks started by the job) on every path (issue 19): the classifiers pass, the global batch, a
 rank with nothing to score, and a failing rank that ends its own job only, with its one-line error last."""
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def test_global_batch_that_does_not_divide_stops_before_any_rank_starts(tiny_ove
 
 
 @pytest.mark.slow
-def test_classifiers_stage_under_ddp_trains_each_classifier_once(cache_dir, tmp_path):
+def test_classifiers_pass_under_ddp_trains_each_classifier_once(cache_dir, tmp_path):
     sweep, cache = tmp_path / "sweep", tmp_path / "cache"
     result = run_cli(["-m", "job=classifiers", "cam=cam", "proportion=5,10", *TINY_JOB, *CPU_DDP,
                       "trainer.devices=2", f"data.root={cache_dir / 'synthetic'}", f"paths.cache_dir={cache}",

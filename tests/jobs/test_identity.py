@@ -27,7 +27,7 @@ class KilledMidEvaluation(RuntimeError):
 
 
 def retrain(overrides: list[str], tmp_path) -> None:
-    """The classifiers stage with force_retrain=true (outside a multirun every forced job retrains)."""
+    """The classifiers pass with force_retrain=true (outside a multirun every forced job retrains)."""
     run_job(compose_config(overrides + ["job=classifiers", "force_retrain=true",
                                         f"paths.output_dir={tmp_path / 'retrain'}"]))
 

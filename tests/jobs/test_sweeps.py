@@ -122,12 +122,12 @@ def test_force_retrain_retrains_each_classifier_once_per_sweep_launch(cache_dir,
     assert None not in keys and keys[0] != keys[1]
 
 
-def test_classifiers_stage_trains_each_classifier_once_then_cam_jobs_only_hit_the_cache(cache_dir, tmp_path):
+def test_classifiers_pass_trains_each_classifier_once_then_cam_jobs_only_hit_the_cache(cache_dir, tmp_path):
     grid = ["proportion=50,100", "cam=cam,gradcam"]
     first = named_sweep(tmp_path, cache_dir, "staged", *grid, "job=classifiers")
     assert first.returncode == 0, first.stderr[-3000:]
     sweep = tmp_path / "outputs" / "broadcam" / "multiruns" / "staged"
-    assert not list(sweep.rglob("results.json"))  # no CAM results from the classifiers stage
+    assert not list(sweep.rglob("results.json"))  # no CAM results from the classifiers pass
     trained = [json.loads(p.read_text()) for p in sweep.glob("*/classifier.json")]
     assert sorted(t["trained"] for t in trained) == [True, True] and len({t["key"] for t in trained}) == 2
     assert first.stdout.count("[skip] classifier") == 2  # the CAM axis' duplicates started and left at once
