@@ -46,7 +46,7 @@ from torch.utils.data import Dataset, Subset
 from src.cams import CamSpec
 from src.data import ProportionDataModule
 from src.store.atomic import atomic_path
-from src.evaluation.export_manifest import prepare_export_dir
+from src.store.export_manifest import prepare_export_dir
 from src.evaluation.portable_npy import save_dict_npy
 from src.evaluation.protocol import class_maps_at, gt_targets, seed_labels
 
