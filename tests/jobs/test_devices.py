@@ -25,9 +25,9 @@ def test_bls_cams_and_export_run_on_the_trainers_device_on_a_cache_hit(tiny_over
     seen = {}
     job_ranks = run_module.job_ranks
 
-    def on_root_device(cfg, trainer):
+    def on_root_device(trainer, *args, **kwargs):
         trainer.strategy._root_device = ROOT  # the device every stage must be handed
-        return job_ranks(cfg, trainer)
+        return job_ranks(trainer, *args, **kwargs)
 
     def spy_features(net, dataloader, stages, device):
         seen["bls"] = device

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 import src.bls.fitting as bls_fitting
+import src.jobs.cam_job as cam_job_module
 import src.run as run_module
 from src.cams.engine import CamEngine
 from src.evaluation import CamEvaluation
@@ -49,13 +50,13 @@ def test_each_phase_gets_exactly_the_seconds_its_stage_spent(tiny_overrides, mon
     cfg = compose_config(tiny_overrides + ["seed=31", "cam=broadcam", "data.eval_batch_size=8"])  # 2 CAM batches
     clock = FakeClock()
     monkeypatch.setattr(time, "perf_counter", clock)
-    monkeypatch.setattr(run_module, "prepare_job", after(clock, 7, run_module.prepare_job))
-    monkeypatch.setattr(run_module, "train_or_load", after(clock, 100, run_module.train_or_load))
+    monkeypatch.setattr(run_module, "build_job", after(clock, 7, run_module.build_job))
+    monkeypatch.setattr(cam_job_module, "classifier_protocol", after(clock, 100, cam_job_module.classifier_protocol))
     monkeypatch.setattr(bls_fitting, "extract_gap_features", after(clock, 3, bls_fitting.extract_gap_features))
-    monkeypatch.setattr(run_module, "fit_cam_method", after(clock, 4, run_module.fit_cam_method))
+    monkeypatch.setattr(cam_job_module, "fit_cam_method", after(clock, 4, cam_job_module.fit_cam_method))
     monkeypatch.setattr(CamEngine, "maps_at", before(clock, 2, CamEngine.maps_at))  # inside cam_s
     monkeypatch.setattr(CamEvaluation, "test_step", before(clock, 1, CamEvaluation.test_step))  # the loop's share
-    monkeypatch.setattr(run_module, "save_cam_grid", after(clock, 5, run_module.save_cam_grid))
+    monkeypatch.setattr(cam_job_module, "save_cam_grid", after(clock, 5, cam_job_module.save_cam_grid))
     results = run_job(cfg)
     assert_timings_add_up(results, expected={
         "setup_s": 7, "train_s": 100, "bls_extract_s": 3, "bls_fit_s": 4, "cam_s": 2 * 2, "eval_s": 0,
