@@ -26,13 +26,13 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from PIL import Image, ImageDraw, ImageFont
 
-from src.store.atomic import atomic_path
 from src.data.image_io import DatasetError, read_index_png, read_rgb
 from src.data.transforms import EvalTransform
 from src.evaluation.export import IMAGE_EXTENSIONS, seed_file_stem
 from src.jobs.artifacts import JobArtifacts, load_job
 from src.reporting.overlay import denormalize, overlay
 from src.reporting.results import find_jobs
+from src.store.atomic import atomic_path
 from src.store.keyed import safe_dirname
 
 log = logging.getLogger(__name__)

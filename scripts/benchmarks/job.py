@@ -151,7 +151,7 @@ def views(images: torch.Tensor, scales: list[float], flip: bool) -> list[torch.T
 def bare(overrides: list[str], classifier_dir: str, device: str, train_steps: int) -> dict:
     """Images/s of the bare network over the job's own loaders: forward (BLS loader, evaluation loader with 1
     view and with 4 scales × flip) and forward+backward over the training loader (no optimiser step)."""
-    from src.jobs.classifier import load_cached_net
+    from src.store.classifiers import load_cached_net
     from src.jobs.build import instantiate_datamodule
     from src.models import Classifier
     from tests.helpers import compose_config

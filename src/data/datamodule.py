@@ -14,11 +14,11 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from src.store.atomic import write_text_atomic
 from src.data.collate import collate_samples
 from src.data.loading import resolve_num_workers
 from src.data.palettes import voc_palette
 from src.data.proportion import check_proportion, proportion_subset
+from src.store.atomic import write_text_atomic
 
 
 class ProportionDataModule(pl.LightningDataModule):

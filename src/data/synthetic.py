@@ -15,12 +15,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from src.store.atomic import atomic_path
-from src.store.keyed import json_digest
 from src.data.collate import empty_boxes
 from src.data.datamodule import ProportionDataModule
 from src.data.synthetic_shapes import IGNORE_INDEX, SHAPE_NAMES, SHAPES, World, render_image
 from src.data.transforms import EvalTransform, TrainTransform
+from src.store.atomic import atomic_path
+from src.store.keyed import json_digest
 
 SPLIT_OFFSETS = {"train": 0, "val": 1_000_000, "test": 2_000_000}
 

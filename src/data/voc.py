@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from src.store.atomic import atomic_path
-from src.store.keyed import text_digest
 from src.data.image_io import (CorruptFilePolicy, DatasetError, FileSplitDataModule, ImageFileDataset,
                                MissingFileError, SplitFiles, check_mask_values, first_existing, read_class_mask,
                                read_index_png, require_files, stack_labels)
+from src.store.atomic import atomic_path
+from src.store.keyed import text_digest
 
 VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
                "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",

@@ -28,8 +28,8 @@ another manifest or `overwrite=true` rewrites the export.
 """
 from __future__ import annotations
 
-import logging
 import gc
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -45,10 +45,10 @@ from torch.utils.data import Dataset, Subset
 
 from src.cams import CamSpec
 from src.data import ProportionDataModule
-from src.store.atomic import atomic_path
-from src.store.export_manifest import prepare_export_dir
 from src.evaluation.portable_npy import save_dict_npy
 from src.evaluation.protocol import class_maps_at, gt_targets, seed_labels
+from src.store.atomic import atomic_path
+from src.store.export_manifest import prepare_export_dir
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ BroadCAM's fitted BLS) and its datamodule, so that the report's seed grid (`scri
 """
 from __future__ import annotations
 
-import logging
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 

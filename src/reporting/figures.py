@@ -10,8 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from src.store.atomic import atomic_path  # noqa: E402
 from src.reporting.overlay import denormalize, overlay  # noqa: E402
+from src.store.atomic import atomic_path  # noqa: E402
 
 
 def save_cam_grid(samples: list[dict], class_names: list[str], path: str | Path, ignore_index: int = 255) -> Path:

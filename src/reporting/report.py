@@ -20,10 +20,10 @@ newer results.json, and that too is said (with whether their metrics agree).
 """
 from __future__ import annotations
 
-import logging
 import csv
 import io
 import json
+import logging
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -37,10 +37,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from src.store.atomic import atomic_path, write_text_atomic  # noqa: E402
 from src.reporting.overlay import denormalize, label_overlay, overlay  # noqa: E402
 from src.reporting.paired import paired_differences, paired_table  # noqa: E402
 from src.reporting.results import find_jobs  # noqa: E402
+from src.store.atomic import atomic_path, write_text_atomic  # noqa: E402
 from src.store.keyed import json_digest, safe_dirname  # noqa: E402
 from src.store.result_neutral import OUTPUT_KEYS, RUN_KEYS  # noqa: E402
 

@@ -8,8 +8,8 @@ again) or the new one with some of its own files (the next run resumes), never o
 """
 from __future__ import annotations
 
-import logging
 import json
+import logging
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
