@@ -99,7 +99,7 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"job={kind!r} is unknown; expected one of {list(JOB_KINDS)}")
     _as_config_error(check_proportion, cfg.proportion)
     spec = _as_config_error(backbone_spec, cfg.backbone.name)
-    if int(cfg.backbone.output_stride) not in spec.output_strides:
+    if cfg.backbone.output_stride not in spec.output_strides:
         raise ConfigError(f"backbone.output_stride={cfg.backbone.output_stride!r}; {cfg.backbone.name} supports "
                           f"{list(spec.output_strides)}")
     if cfg.cam.name not in CAM_METHODS:
@@ -111,8 +111,9 @@ def check_config(cfg: DictConfig) -> None:
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is unknown; expected one of {list(allowed)}")
     for key in ("train_checkpoint_every", "eval.checkpoint_every"):
-        if int(OmegaConf.select(cfg, key, default=0)) < 0:
-            raise ConfigError(f"{key}={OmegaConf.select(cfg, key)}: expected >= 0")
+        value = OmegaConf.select(cfg, key, default=0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{key}={value!r}: expected an integer >= 0")
     try:
         get_class(str(cfg.data._target_))
     except (ImportError, AttributeError, ValueError) as error:
