@@ -6,8 +6,14 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("WANDB_MODE", "disabled")
+# One intra-op thread for the tests and the jobs they start (which inherit the variable): their tensors are tiny,
+# and on a shared 2-core machine a second thread makes every op wait for a descheduled peer (measured under load:
+# a 64 px ResNet-18 forward took 0.8 s with 2 threads, 17 ms with 1). DDP ranks already get 1 thread each there.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
