@@ -60,10 +60,10 @@ def tiny_sweep(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="session")
 def resnet18_small():
-    """`resnet18_small` (the synthetic jobs' backbone) with random weights, 10 classes, in eval mode, shared by the
-    session: only for tests that leave it as they found it (a test that changes its mode, flags or hooks builds
-    its own with `tests.helpers.small_resnet`)."""
+    """`resnet18_small` (the synthetic jobs' backbone) with random weights and torchvision's 1,000-class head, in
+    eval mode, shared by the session: only for tests that leave it as they found it (a test that changes its mode,
+    flags or hooks builds its own with `tests.helpers.small_resnet`)."""
     from tests.helpers import small_resnet
 
-    return small_resnet(10)
+    return small_resnet(1000)
 
