@@ -8,8 +8,11 @@ import sys
 import tempfile
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+from torch import nn
+from torchvision.models.resnet import BasicBlock
 
 import src.config.resolvers  # noqa: F401  (the configs' resolvers: composing the config resolves Hydra's node)
 
@@ -59,6 +62,41 @@ def load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def small_resnet(num_classes: int, seed: int = 0, output_stride: int = 16) -> nn.Module:
+    """A fresh random `resnet18_small` in eval mode: torchvision's ResNet-18 layout and stage names at a quarter of
+    its width and a 3×3 stem, so CAM and BLS tests compute in milliseconds. Its residual branches start from
+    torchvision's default init (bn2 weights 1, not the zeros the framework trains from): a block whose branch
+    gave zeros would pass activations and gradients through unchanged, and what a test checks on it would be
+    half a network."""
+    from src.models import build_backbone
+
+    torch.manual_seed(seed)
+    net = build_backbone("resnet18_small", num_classes, None, output_stride)
+    for block in net.modules():
+        if isinstance(block, BasicBlock):
+            nn.init.ones_(block.bn2.weight)
+    return net.eval()
+
+
+def stem(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """A ResNet's input to layer1 (torchvision's has a max-pool after its stem, resnet18_small has none)."""
+    x = net.relu(net.bn1(net.conv1(images)))
+    return net.maxpool(x) if hasattr(net, "maxpool") else x
+
+
+def synthetic_datamodule(root, setup: bool = True, **options):
+    """The tiny synthetic datamodule of TINY_JOB (64 px, 120 training and 16 evaluation images) under `root`,
+    rendered and set up unless `setup=False`; `options` override its arguments."""
+    from src.data import SyntheticDataModule
+
+    dm = SyntheticDataModule(root=str(root), **{"image_size": 64, "num_train": 120, "num_val": 16, "num_test": 16,
+                                                **options})
+    if setup:
+        dm.prepare_data()
+        dm.setup()
+    return dm
 
 
 def job_settings_of(overrides: list[str]):

@@ -13,8 +13,8 @@ from PIL import Image
 from src.data import BCSSDataModule, SyntheticDataModule, VOCSegmentationDataModule
 from src.demo import (HEADER_HEIGHT, LABEL_WIDTH, TITLE_HEIGHT, DemoError, compose_grid, find_mask, grid_size,
                       run_demo, select_jobs)
-from tests.conftest import REPO, TINY_JOB
-from tests.helpers import run_cli
+from tests.conftest import REPO, SWEEP_NUM_VAL
+from tests.helpers import run_cli, synthetic_datamodule
 
 COLOURS = {"lead": (0, 0, 0), 0: (255, 0, 0), 1: (0, 255, 0), 2: (0, 0, 255)}
 
@@ -79,17 +79,6 @@ def test_masks_are_found_in_dataset_layouts(tmp_path):
             path.parent.rmdir()
 
 
-@pytest.fixture(scope="module")
-def tiny_sweep(tmp_path_factory):
-    """Two finished jobs (CAM at 5 % and 10 %) of the tiny synthetic setup, and their cache."""
-    base = tmp_path_factory.mktemp("demo")
-    sweep, cache = base / "sweep", base / "cache"
-    result = run_cli(["-m", *TINY_JOB, f"hydra.sweep.dir={sweep}", f"paths.cache_dir={cache}", "proportion=5,10",
-                      "cam=cam"])
-    assert result.returncode == 0, result.stderr[-3000:]
-    return sweep, cache
-
-
 @pytest.mark.slow
 def test_demo_writes_one_grid_per_image_and_class(tiny_sweep, tmp_path):
     sweep, cache = tiny_sweep
@@ -98,8 +87,7 @@ def test_demo_writes_one_grid_per_image_and_class(tiny_sweep, tmp_path):
         cfg = compose("demo", overrides=[f"sweep={sweep}", "cams=[cam]", "proportions=[5,10]", "num_images=2",
                                          f"tile={tile}", f"out={tmp_path}", "device=cpu"])
     written = run_demo(cfg)
-    data = SyntheticDataModule(root=str(cache / "synthetic"), image_size=64, num_train=120, num_val=16)
-    data.setup()
+    data = synthetic_datamodule(cache / "synthetic", num_val=SWEEP_NUM_VAL)  # the sweep's evaluation split
     expected = [f"val_{i:06d}__{data.class_names[c]}.png" for i in range(2)
                 for c in torch.nonzero(data.eval_set[i]["labels"]).flatten().tolist()]
     assert [p.name for p in written] == expected

@@ -1,4 +1,5 @@
-"""The pipeline end to end (tiny): the results contract, a multirun, and bad input rejected up front."""
+"""The pipeline end to end (tiny): the results contract, a multirun, and bad input rejected up front. Tests that
+read the same kind of job share one finished job (module fixtures); the multirun is the session's shared sweep."""
 from __future__ import annotations
 
 import json
@@ -10,12 +11,34 @@ from src.config.checks import ConfigError
 from src.reporting.paired import miou_of_sums
 from src.reporting.results import PER_IMAGE_FILE, REQUIRED_KEYS, read_per_image, read_results
 from src.run import run_job
+from tests.conftest import SWEEP_CAMS, SWEEP_PROPORTIONS, job_overrides
 from tests.helpers import assert_timings_add_up, compose_config, run_cli
 
 
-def test_one_job_writes_the_results_contract(tiny_overrides, tmp_path):
-    results = run_job(compose_config(tiny_overrides + ["proportion=50", "seed=1"]))
-    job = tmp_path / "job"
+@pytest.fixture(scope="module")
+def broadcam_job(cache_dir, tmp_path_factory) -> tuple[dict, Path]:
+    """(returned results, job folder) of one finished BroadCAM job with its seeds exported, read by the tests of
+    the results contract and of the export."""
+    job = tmp_path_factory.mktemp("broadcam") / "job"
+    overrides = job_overrides(cache_dir, job) + ["proportion=50", "seed=1", "export.seeds=true"]
+    return run_job(compose_config(overrides)), job
+
+
+@pytest.fixture(scope="module")
+def limited_eval_wandb_job(cache_dir, tmp_path_factory) -> tuple[dict, Path]:
+    """(returned results, job folder) of one CAM job that scores 2 batches of 4 of its 16 evaluation images and
+    logs to an offline W&B run, read by the tests of `n_eval` and of the W&B logger."""
+    job = tmp_path_factory.mktemp("wandb") / "job"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("WANDB_MODE", "offline")
+        monkeypatch.setenv("WANDB_DIR", str(job.parent))
+        results = run_job(compose_config(job_overrides(cache_dir, job) + [
+            "logger=wandb", "cam=cam", "data.eval_batch_size=4", "+trainer.limit_test_batches=2"]))
+    return results, job
+
+
+def test_one_job_writes_the_results_contract(broadcam_job):
+    results, job = broadcam_job
     on_disk = read_results(job)
     assert set(REQUIRED_KEYS) <= set(on_disk)
     assert on_disk["metrics"] == pytest.approx(results["metrics"])
@@ -67,33 +90,27 @@ def test_cli_bad_input_is_one_line(tiny_overrides, tmp_path, args, key):
 
 
 @pytest.mark.slow
-def test_multirun_writes_one_results_per_job(cache_dir, tmp_path):
-    sweep = tmp_path / "sweep"
-    args = ["-m", "proportion=1,2,5", "cam=cam", "debug=fast", "data.num_train=120", "data.num_val=8",
-            "data.image_size=64", f"paths.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}"]
-    result = run_cli(args)
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_multirun_writes_one_results_per_job(tiny_sweep):
+    sweep, _ = tiny_sweep  # the session's `python -m src.run -m` of TINY_SWEEP
     found = sorted(sweep.glob("*/results.json"))
-    assert len(found) == 3
-    proportions = sorted(json.loads(p.read_text())["proportion"] for p in found)
-    assert proportions == [1.0, 2.0, 5.0]
+    assert len(found) == len(SWEEP_CAMS) * len(SWEEP_PROPORTIONS)
+    jobs = sorted((r["cam"], r["proportion"]) for r in (json.loads(p.read_text()) for p in found))
+    assert jobs == [(cam, float(p)) for cam in sorted(SWEEP_CAMS) for p in sorted(SWEEP_PROPORTIONS)]
 
 
-def test_export_writes_seeds_of_the_evaluation_split(tiny_overrides, tmp_path):
-    results = run_job(compose_config(tiny_overrides + ["export.seeds=true"]))
+def test_export_writes_seeds_of_the_evaluation_split(broadcam_job):
+    results, job = broadcam_job
     assert results["export"]["written"] == 16
     assert_timings_add_up(results)
     assert "export_s" in results["timings"]
-    assert len(list((tmp_path / "job" / "seeds" / "png").glob("*.png"))) == 16
-    assert len(list((tmp_path / "job" / "seeds" / "npy").glob("*.npy"))) == 16
+    assert len(list((job / "seeds" / "png").glob("*.png"))) == 16
+    assert len(list((job / "seeds" / "npy").glob("*.npy"))) == 16
 
 
 @pytest.mark.slow
-def test_wandb_logger_writes_an_offline_run_with_images(tiny_overrides, tmp_path, monkeypatch):
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    run_job(compose_config(tiny_overrides + ["logger=wandb", "cam=cam"]))
-    runs = list((tmp_path / "job" / "wandb").glob("offline-run-*"))
+def test_wandb_logger_writes_an_offline_run_with_images(limited_eval_wandb_job):
+    _, job = limited_eval_wandb_job
+    runs = list((job / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     assert list((runs[0] / "files" / "media" / "images").rglob("*.png"))
 
@@ -110,9 +127,8 @@ def test_same_seed_same_metrics_and_another_seed_differs(tiny_overrides, tmp_pat
     assert metrics(1, "c") != first
 
 
-def test_n_eval_counts_the_images_actually_scored(tiny_overrides, tmp_path):
-    results = run_job(compose_config(tiny_overrides + ["cam=cam", "data.eval_batch_size=4",
-                                                       "+trainer.limit_test_batches=2"]))
+def test_n_eval_counts_the_images_actually_scored(limited_eval_wandb_job):
+    results, _ = limited_eval_wandb_job
     assert results["n_eval"] == 8 and results["details"]["eval_split_size"] == 16
     assert_timings_add_up(results)
 

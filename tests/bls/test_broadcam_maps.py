@@ -1,12 +1,12 @@
-"""BroadCAM maps on a tiny random ResNet-18 against a hand computation from hooked activations."""
+"""BroadCAM maps on a tiny random resnet18_small against a hand computation from hooked activations."""
 
 import pytest
 import torch
 import torch.nn.functional as F
-import torchvision
 
 from src.bls import BroadLearningSystem, fit_bls
 from src.cams import create_cam, normalize_maps
+from tests.helpers import small_resnet, stem
 
 NUM_CLASSES = 4
 STAGES = ["layer3", "layer4"]
@@ -14,8 +14,7 @@ STAGES = ["layer3", "layer4"]
 
 @pytest.fixture(scope="module")
 def net_and_bls():
-    torch.manual_seed(0)
-    net = torchvision.models.resnet18(weights=None, num_classes=NUM_CLASSES).eval()
+    net = small_resnet(NUM_CLASSES)
     images = torch.rand(14, 3, 64, 64)
     labels = (torch.rand(14, NUM_CLASSES) < 0.4).float()
     labels[:NUM_CLASSES] = torch.eye(NUM_CLASSES)
@@ -28,8 +27,7 @@ def net_and_bls():
 def hand_broadcam(net, weights: torch.Tensor, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Σ_k w_k^c ReLU(M_k) over layer3 ⊕ layer4 (layer4 resized to layer3's size), upsampled, ReLU → [B, K, H, W]."""
     with torch.no_grad():
-        x = net.maxpool(net.relu(net.bn1(net.conv1(images))))
-        layer3 = net.layer3(net.layer2(net.layer1(x)))
+        layer3 = net.layer3(net.layer2(net.layer1(stem(net, images))))
         layer4 = net.layer4(layer3)
     layer4 = F.interpolate(layer4.relu(), size=layer3.shape[-2:], mode="bilinear", align_corners=False)
     features = torch.cat([layer3.relu(), layer4], dim=1)
@@ -39,7 +37,7 @@ def hand_broadcam(net, weights: torch.Tensor, images: torch.Tensor, targets: tor
 
 def test_broadcam_equals_hand_computation(net_and_bls):
     net, bls = net_and_bls
-    assert bls.cam_weights.shape == (256 + 512, NUM_CLASSES) and bls.num_enhancement_nodes > 0
+    assert bls.cam_weights.shape == (64 + 128, NUM_CLASSES) and bls.num_enhancement_nodes > 0
     images, targets = torch.rand(3, 3, 64, 64), torch.tensor([[0, 2], [1, 3], [3, 0]])
     with create_cam("broadcam", net, target_layers=STAGES, bls=bls) as cam:
         maps = cam(images, targets)
@@ -60,7 +58,7 @@ def test_broadcam_rejects_mismatched_layers(net_and_bls):
         create_cam("broadcam", net, target_layers=["layer4", "layer3"], bls=bls)
     weights_only = bls.cam_weights  # no recorded stages: the channel count is the check left
     with create_cam("broadcam", net, target_layers=["layer4"], bls=weights_only) as cam:
-        with pytest.raises(ValueError, match="d=768.*512"):
+        with pytest.raises(ValueError, match="d=192.*128"):
             cam(torch.rand(1, 3, 64, 64), torch.tensor([0]))
     with pytest.raises(ValueError, match="target_layers"):  # a BLS without recorded stages needs them named
         create_cam("broadcam", net, target_layers=None, bls=BroadLearningSystem())

@@ -7,6 +7,7 @@ import torchvision
 from torch import nn
 
 from src.cams import create_cam, normalize_maps
+from tests.helpers import small_resnet
 
 GRADIENT_METHODS = ["gradcam", "gradcampp", "xgradcam", "layercam"]
 OUR_METHODS = ["cam", *GRADIENT_METHODS, "scorecam"]  # BroadCAM is tested with its own file
@@ -27,8 +28,9 @@ class FullResolutionNet(nn.Module):
 
 @pytest.fixture(scope="module")
 def resnet():
-    torch.manual_seed(0)
-    return torchvision.models.resnet18(weights=None).eval()
+    """resnet18_small with torchvision's 1,000-class head (the targets below go up to 999); its own, as tests here
+    change its mode and flags."""
+    return small_resnet(1000)
 
 
 @pytest.fixture
@@ -121,7 +123,11 @@ def test_hooks_are_removed_by_the_context_and_by_remove(resnet, images):
         other(images, torch.tensor([1, 2]))
 
 
-def test_tta_shapes_and_flip_symmetry(resnet, images):
+def test_tta_shapes_and_flip_symmetry(images):
+    # torchvision's ResNet-18, not resnet18_small: resizing a mirror-symmetric image by 1.5 is symmetric only up to
+    # float error, which its stride-32 maps keep within the 1e-5 below (2e-6) and the small net's stride 16 does not
+    torch.manual_seed(0)
+    resnet = torchvision.models.resnet18(weights=None).eval()
     symmetric = (images + images.flip(-1)) / 2
     targets = torch.tensor([[1, 2], [3, 4]])
     with create_cam("gradcam", resnet, ["layer4"], scales=[0.5, 1.0, 1.5], flip=True) as cam:
@@ -206,5 +212,5 @@ def test_cam_errors(resnet, images):
             cam(images, torch.tensor([1.0, 2.0]))
         with pytest.raises(ValueError, match=r"images must be a tensor \[B, 3, H, W\]"):
             cam(images[0], torch.tensor([1]))
-    with create_cam("cam", resnet, ["layer3"]) as cam, pytest.raises(ValueError, match="256 channels but the head takes 512"):
+    with create_cam("cam", resnet, ["layer3"]) as cam, pytest.raises(ValueError, match="64 channels but the head takes 128"):
         cam(images, torch.tensor([1, 2]))

@@ -38,9 +38,9 @@ def peer_maps(peer_class, model, layers, images, targets) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def resnet():
-    torch.manual_seed(0)
-    return torchvision.models.resnet18(weights=None).eval()
+def resnet(resnet18_small):
+    """The peers hook modules, not names: the small ResNet serves (the parity tests leave it as they found it)."""
+    return resnet18_small
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,11 @@ def test_scorecam_matches_pytorch_grad_cam(arch, layer, size, request):
     assert_same_maps(ours, peer_maps(ScoreCAM, model, [layer], images, targets), min_r=0.99)
 
 
-def test_cam_matches_torchcam(resnet):
+def test_cam_matches_torchcam():
+    # torchvision's ResNet-18, not resnet18_small: on the small net class 999's CAM is negative everywhere on the
+    # third image, a zero map after the ReLU, which leaves no correlation to compare
+    torch.manual_seed(0)
+    resnet = torchvision.models.resnet18(weights=None).eval()
     torch.manual_seed(3)
     images, targets = torch.randn(3, 3, 64, 64), torch.tensor([0, 42, 999])
     with create_cam("cam", resnet, ["layer4"]) as cam:

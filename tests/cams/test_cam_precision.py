@@ -11,16 +11,16 @@ an engine that ran under it would fail.
 import pytest
 import pytorch_lightning as pl
 import torch
-import torchvision
 from torch.utils.data import DataLoader
 
 from src.bls import fit_bls
 from src.cams import create_cam
 from src.models.classifier import Classifier
+from tests.helpers import small_resnet
 
 NUM_CLASSES = 4
 STAGES = ["layer3", "layer4"]
-# method → (target layers, options); Score-CAM on layer2 (128 channels) keeps its masked forwards few
+# method → (target layers, options); Score-CAM on layer2 (32 channels) keeps its masked forwards few
 METHODS = {
     "cam": (["layer4"], {}),
     "gradcam": (STAGES, {}),
@@ -43,8 +43,7 @@ def batches(images: torch.Tensor, labels: torch.Tensor, size: int = 4) -> list[d
 
 @pytest.fixture(scope="module")
 def net():
-    torch.manual_seed(0)
-    return torchvision.models.resnet18(weights=None, num_classes=NUM_CLASSES).eval()
+    return small_resnet(NUM_CLASSES)
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +126,7 @@ class RecordingClassifier(Classifier):
 
 def test_amp_training_is_unaffected_by_a_cam_inside_it(fit_data):
     torch.manual_seed(3)
-    model = RecordingClassifier("resnet18", NUM_CLASSES, scheduler="none")
+    model = RecordingClassifier("resnet18_small", NUM_CLASSES, output_stride=16, scheduler="none")
     before = [p.detach().clone() for p in model.parameters()]
     trainer = pl.Trainer(accelerator="cpu", devices=1, precision="bf16-mixed", max_steps=3, logger=False,
                          enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False)

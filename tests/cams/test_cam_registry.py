@@ -3,19 +3,17 @@
 import pytest
 import torch
 import torch.nn.functional as F
-import torchvision
 from omegaconf import OmegaConf
 
 from src.cams import CAM_METHODS, CamEngine, CamView, create_cam, normalize_maps, register_cam
-from tests.helpers import compose_config
+from tests.helpers import compose_config, stem
 
 OUR_CONFIGS = ["cam", "gradcam", "gradcampp", "xgradcam", "layercam", "scorecam"]
 
 
 @pytest.fixture(scope="module")
-def resnet():
-    torch.manual_seed(0)
-    return torchvision.models.resnet18(weights=None).eval()
+def resnet(resnet18_small):
+    return resnet18_small
 
 
 class ConcatenatedLayers(CamEngine):
@@ -41,12 +39,12 @@ def test_a_registered_method_overrides_how_layers_become_class_maps(resnet):
     register_cam("test-concatenated")(ConcatenatedLayers)
     try:
         torch.manual_seed(1)
-        weights, images, targets = torch.randn(384, 1000), torch.randn(2, 3, 64, 64), torch.tensor([[1, 2], [3, 4]])
+        weights, images, targets = torch.randn(32 + 64, 1000), torch.randn(2, 3, 64, 64), torch.tensor([[1, 2], [3, 4]])
         with create_cam("test-concatenated", resnet, ["layer2", "layer3"], weights=weights, normalize=False) as cam:
             maps = cam(images, targets)
         assert cam.seen_gradients == [None]
         with torch.no_grad():
-            layer2 = resnet.layer2(resnet.layer1(resnet.maxpool(resnet.relu(resnet.bn1(resnet.conv1(images))))))
+            layer2 = resnet.layer2(resnet.layer1(stem(resnet, images)))
             layer3 = resnet.layer3(layer2)
         features = torch.cat([layer2, F.interpolate(layer3, size=layer2.shape[-2:], mode="bilinear")], 1).relu()
         raw = torch.einsum("bkd,bdhw->bkhw", weights.T[targets], features)

@@ -4,18 +4,17 @@ from the same forwards."""
 import pytest
 import torch
 import torch.nn.functional as F
-import torchvision
 
 from src.bls import fit_bls
 from src.cams import create_cam
+from tests.helpers import small_resnet, stem
 
 METHODS = ["cam", "gradcam", "gradcampp", "xgradcam", "layercam", "scorecam", "broadcam"]
 
 
 @pytest.fixture(scope="module")
 def net():
-    torch.manual_seed(0)
-    return torchvision.models.resnet18(weights=None, num_classes=4).eval()
+    return small_resnet(4)
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +27,7 @@ def bls(net):
     return fit_bls(net, batches, ["layer3", "layer4"], alpha=50.0, step=32, device="cpu")[0]
 
 
-# method → (target layers, the layer whose size is the feature resolution, options); Score-CAM on layer1 (64
+# method → (target layers, the layer whose size is the feature resolution, options); Score-CAM on layer1 (16
 # channels) keeps its masked forwards few; BroadCAM maps at its largest layer
 SETUPS = {"broadcam": (["layer3", "layer4"], "layer3", {}), "scorecam": (["layer1"], "layer1", {"batch_size": 128})}
 
@@ -63,20 +62,18 @@ def test_both_resolutions_come_from_the_same_maps(method, net, bls):
 
 
 def test_feature_maps_equal_a_hand_grad_cam():
-    torch.manual_seed(3)
-    model = torchvision.models.resnet18(weights=None, num_classes=5).eval()
+    model = small_resnet(5, seed=3)
     images, targets = torch.rand(2, 3, 96, 64), torch.tensor([1, 4])
     with create_cam("gradcam", model, ["layer4"], normalize=False) as cam:
         (ours,) = cam.maps_at(images, targets, ("feature",))
     with torch.no_grad():
-        x = model.maxpool(model.relu(model.bn1(model.conv1(images))))
-        activations = model.layer3(model.layer2(model.layer1(x)))
+        activations = model.layer3(model.layer2(model.layer1(stem(model, images))))
         activations = model.layer4(activations)
     activations.requires_grad_()
     logits = model.fc(activations.mean(dim=(-2, -1)))
     (grads,) = torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), activations)
     expected = (grads.mean(dim=(-2, -1), keepdim=True) * activations).sum(1).relu().detach()
-    assert ours.shape == expected.shape == (2, 3, 2)
+    assert ours.shape == expected.shape == (2, 6, 4)  # stride 16
     torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-6 * float(expected.max()))
 
 
@@ -92,9 +89,9 @@ def test_test_time_views_are_resized_to_the_unscaled_feature_size(net, bls):
         for flipped in (False, True):
             with create_cam("gradcam", net, ["layer4"], normalize=False) as single:
                 (view,) = single.maps_at(scaled.flip(-1) if flipped else scaled, targets, ("feature",))
-            view = F.interpolate(view[:, None], size=(2, 2), mode="bilinear", align_corners=False)[:, 0]
+            view = F.interpolate(view[:, None], size=(4, 4), mode="bilinear", align_corners=False)[:, 0]
             expected = expected + (view.flip(-1) if flipped else view)
-    assert ours.shape == (2, 2, 2)
+    assert ours.shape == (2, 4, 4)  # the scale-1 feature size: 64 px at stride 16
     torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-6 * float(expected.max()))
 
 

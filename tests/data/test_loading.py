@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from src.data import SyntheticDataModule
 from src.data import loading
 from src.data.loading import default_num_workers, resolve_num_workers, usable_cpus
+from tests.helpers import synthetic_datamodule
 
 
 def test_workers_leave_one_core_to_the_main_process_capped_and_none_on_two_cores():
@@ -37,8 +37,7 @@ def test_a_bad_worker_count_is_a_one_line_error(bad):
 
 def test_only_the_training_loader_keeps_workers_and_teardown_stops_them(cache_dir, monkeypatch):
     monkeypatch.setattr(loading, "usable_cpus", lambda: 3)  # → 2 workers, whatever this machine has
-    dm = SyntheticDataModule(root=str(cache_dir / "synthetic"), image_size=64, num_train=120, num_val=16,
-                             num_test=16, batch_size=8, pin_memory=False)
+    dm = synthetic_datamodule(cache_dir / "synthetic", setup=False, batch_size=8, pin_memory=False)
     assert dm.num_workers == 2
     dm.prepare_data()
     dm.setup("fit")

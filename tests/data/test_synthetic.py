@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from src.data import SyntheticDataModule
 from src.data.synthetic_shapes import IGNORE_INDEX, SHAPE_NAMES, render_image, shape_mask
+from tests.helpers import synthetic_datamodule
 
 
 def test_rendering_is_deterministic_and_consistent():
@@ -33,10 +33,7 @@ def test_colour_does_not_give_the_class():
 
 
 def test_datamodule_splits_batches_and_cache(cache_dir):
-    dm = SyntheticDataModule(root=str(cache_dir / "synthetic"), image_size=64, num_train=120, num_val=16,
-                             num_test=16, proportion=10, seed=0, batch_size=8)
-    dm.prepare_data()
-    dm.setup()
+    dm = synthetic_datamodule(cache_dir / "synthetic", proportion=10, seed=0, batch_size=8)
     assert len(dm.train_set) == 12 and len(dm.eval_set) == 16 and dm.num_classes == 8
     assert (dm.train_full.labels[dm.subset_indices].sum(0) >= 1).all()
     files = sorted((cache_dir / "synthetic").glob("*.npz"))
@@ -47,9 +44,7 @@ def test_datamodule_splits_batches_and_cache(cache_dir):
     train = next(iter(dm.train_dataloader()))
     assert train["image"].shape == (8, 3, 64, 64) and "mask" not in train
     mtimes = [f.stat().st_mtime for f in files]
-    dm2 = SyntheticDataModule(root=str(cache_dir / "synthetic"), image_size=64, num_train=120, num_val=16,
-                              num_test=16, proportion=10, seed=0)
-    dm2.prepare_data()
+    synthetic_datamodule(cache_dir / "synthetic", setup=False, proportion=10, seed=0).prepare_data()
     assert [f.stat().st_mtime for f in files] == mtimes  # the cache is reused, not re-rendered
 
 

@@ -15,17 +15,16 @@ from src.data import BCSSDataModule, SyntheticDataModule, VOCSegmentationDataMod
 from src.data.palettes import voc_palette
 from src.evaluation.export import ExportCounts, SeedExport, export_seeds, seed_file_stem, seed_mask
 from src.evaluation.protocol import gt_targets, seed_maps
-from src.models import build_backbone
 from tests.data.layouts import BCSS_PALETTE, HEIGHT, WIDTH, make_bcss, make_voc
 from tests.data.layouts import voc_palette as layout_voc_palette
+from tests.helpers import small_resnet, synthetic_datamodule
 
 OPTIONS = {"scales": [1.0, 0.5], "flip": True}  # the CAM config's multi-scale + flip must reach the maps
 THRESHOLD = 0.3
 
 
 def tiny_net(num_classes: int) -> torch.nn.Module:
-    torch.manual_seed(0)
-    return build_backbone("resnet18", num_classes, None, 32).eval()
+    return small_resnet(num_classes)
 
 
 def load_seed(out, image_id: str) -> tuple[dict, Image.Image]:
@@ -43,11 +42,7 @@ def resized_oracle(net: torch.nn.Module, sample: dict, keys: list[int], size: tu
 
 
 def synthetic_module(root, num_val: int, eval_batch_size: int = 4) -> SyntheticDataModule:
-    dm = SyntheticDataModule(root=str(root), image_size=64, num_train=16, num_val=num_val,
-                             eval_batch_size=eval_batch_size)
-    dm.prepare_data()
-    dm.setup()
-    return dm
+    return synthetic_datamodule(root, num_train=16, num_val=num_val, eval_batch_size=eval_batch_size)
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ from src.data.folder import FolderDataModule
 from src.data.voc import VOCSegmentationDataModule
 from src.evaluation import CamEvaluation
 from src.evaluation.protocol import gt_targets
-from src.models.backbones import build_backbone
 from tests.data.folder_example import voc_as_folder
 from tests.data.layouts import class_mask, make_voc, voc_palette, write_jpeg, write_palette_png
+from tests.helpers import small_resnet
 
 SIZE, PROPORTION = 48, 50
 # The tiny layout's train_aug has no bicycle (1), horse (12) nor train (18): add two SBD-only images that have them, as
@@ -72,8 +72,7 @@ def evaluate(dm, net: torch.nn.Module) -> tuple[dict, torch.Tensor]:
 
 def test_same_classifier_gives_the_same_bls_and_seed_miou(both):
     voc, own = both
-    torch.manual_seed(0)
-    net = build_backbone("resnet18", voc.num_classes, None, 32)
+    net = small_resnet(voc.num_classes)
     theirs, their_weights = evaluate(voc, net)
     mine, my_weights = evaluate(own, net)
     torch.testing.assert_close(my_weights, their_weights, rtol=0, atol=0)

@@ -8,7 +8,7 @@ from torchmetrics.classification import MultilabelAveragePrecision
 
 from src.cams import CamSpec
 from src.evaluation import CamEvaluation
-from src.models.backbones import build_backbone
+from tests.helpers import small_resnet
 
 NUM_CLASSES = 3
 
@@ -39,8 +39,7 @@ def evaluate(net, cam: CamSpec, data: list[dict]) -> CamEvaluation:
 
 @pytest.fixture(scope="module")
 def net():
-    torch.manual_seed(0)
-    return build_backbone("resnet18", NUM_CLASSES, None, 32).eval()
+    return small_resnet(NUM_CLASSES)
 
 
 @pytest.mark.parametrize("method", ["cam", "gradcam"])

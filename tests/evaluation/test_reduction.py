@@ -8,7 +8,7 @@ from torchmetrics import Metric
 
 from src.cams import CamSpec
 from src.evaluation import CamEvaluation
-from src.models.backbones import build_backbone
+from tests.helpers import small_resnet
 
 
 class Reduced(Exception):
@@ -28,7 +28,7 @@ def every_state(evaluation: CamEvaluation) -> dict[str, torch.Tensor]:
 
 
 def test_every_registered_evaluation_state_is_on_the_reduction_device():
-    net = build_backbone("resnet18", 3, None, 32).eval()
+    net = small_resnet(3)
     evaluation = CamEvaluation(net, CamSpec("cam", ["layer4"], {}), 3, seed_background=False, ignore_index=255,
                                metric_names=["seed_mIoU", "PxAP", "MaxBoxAccV2"], seed_thresholds=[0.5],
                                figure_images=0)

@@ -9,7 +9,7 @@ import torch
 from src.cams import CamSpec
 from src.evaluation import CamEvaluation
 from src.evaluation.scoremaps import ScoremapWriter, scoremap_path
-from src.models.backbones import build_backbone
+from tests.helpers import small_resnet
 
 
 def test_an_image_id_that_is_a_path_gives_subfolders_and_keeps_its_extension(tmp_path):
@@ -35,7 +35,7 @@ def test_maps_are_written_as_float64_equal_to_the_scored_float32(tmp_path):
 
 
 def test_score_maps_need_a_wsol_metric(tmp_path):
-    net = build_backbone("resnet18", 3, None, 32).eval()
+    net = small_resnet(3)
     with pytest.raises(ValueError, match="export.scoremaps=true: .*PxAP or MaxBoxAccV2"):
         CamEvaluation(net, CamSpec("cam", ["layer4"]), 3, seed_background=True, ignore_index=255,
                       metric_names=["seed_mIoU"], seed_thresholds=[0.1], scoremap_dir=str(tmp_path))

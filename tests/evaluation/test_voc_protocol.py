@@ -12,10 +12,9 @@ from PIL import Image
 from src.cams import CamSpec
 from src.data.voc import VOCSegmentationDataModule
 from src.evaluation import CamEvaluation
-from src.models.backbones import build_backbone
 from src.run import run_job
 from tests.data.layouts import VOC_VARIED_SIZES, make_voc
-from tests.helpers import assert_timings_add_up, compose_config
+from tests.helpers import assert_timings_add_up, compose_config, small_resnet
 
 NUM_CLASSES = 21  # VOC: background + 20
 
@@ -49,8 +48,7 @@ def test_evaluation_cams_have_each_images_original_size(voc):
     dm.setup()
     sizes = {tuple(sample["image"].shape[-2:]) for sample in dm.train_eval_set}
     assert sizes == {(48, 48)}  # BLS features keep the training resolution
-    torch.manual_seed(0)
-    net = build_backbone("resnet18", dm.num_classes, None, 32)
+    net = small_resnet(dm.num_classes)
     evaluation = CamEvaluation(net, CamSpec("cam", ["layer4"], {"scales": [1.0, 0.5]}), dm.num_classes, True, 255,
                                ["seed_mIoU"], [0.1, 0.2], figure_images=len(dm.eval_set))
     pl.Trainer(accelerator="cpu", logger=False, inference_mode=False, enable_progress_bar=False,

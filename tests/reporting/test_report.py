@@ -18,8 +18,8 @@ from src.evaluation.export import export_seeds, seed_file_stem
 from src.reporting.report import GridInputs, build_report, grid_pixel_size, markdown_table, seed_grid
 from src.reporting.results import find_jobs, write_json_atomic
 from src.jobs.artifacts import grid_inputs, load_job
-from tests.conftest import REPO
-from tests.helpers import load_script, run_cli
+from tests.conftest import REPO, SWEEP_CAMS, SWEEP_PROPORTIONS
+from tests.helpers import load_script
 
 METHODS, PROPORTIONS, SEEDS = ("cam", "gradcam"), (10.0, 1.0), (0, 1)
 
@@ -174,15 +174,11 @@ def test_no_results_is_a_one_line_error(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_seed_grid_and_load_job_on_a_real_tiny_sweep(cache_dir, tmp_path):
-    sweep = tmp_path / "sweep"
-    args = ["-m", "cam=cam,gradcam", "proportion=50", "debug=fast", "data.num_train=120", "data.num_val=8",
-            "data.image_size=64", "logger=csv", "eval.figure_images=2", "eval.box_thresholds.step=0.1",
-            f"paths.cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}"]
-    result = run_cli(args)
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_seed_grid_and_load_job_on_a_real_tiny_sweep(tiny_sweep, tmp_path):
+    sweep, _ = tiny_sweep  # the session's sweep: CAM and Grad-CAM at two proportions
     found = find_jobs([sweep])
-    assert sorted(r["cam"] for _, r in found) == ["cam", "gradcam"]
+    assert sorted((r["cam"], r["proportion"]) for _, r in found) == [
+        (cam, float(p)) for cam in sorted(SWEEP_CAMS) for p in sorted(SWEEP_PROPORTIONS)]
 
     # The loaded classifier is the job's own: it reproduces the job's classification mAP on the same split.
     job = load_job(found[0][0])
@@ -202,7 +198,7 @@ def test_seed_grid_and_load_job_on_a_real_tiny_sweep(cache_dir, tmp_path):
     written = build_report([sweep], tmp_path / "report", partial(grid_inputs, images=2), cell_px=64)
     grid = tmp_path / "report" / "seed_grid_synthetic_resnet18_small.png"  # the default backbone
     assert grid in written
-    assert Image.open(grid).size == grid_pixel_size(2, 2, 1, 64) == (2 * 64, 4 * 64)
+    assert Image.open(grid).size == grid_pixel_size(2, 2, 2, 64) == (3 * 64, 4 * 64)
 
     # The grid's seeds are the export's: its palette PNGs at the job's own threshold, for the same images.
     rows = [{"cam": r["cam"], "proportion": float(r["proportion"]), "seed": r["seed"], "job_dir": str(p.parent),
@@ -210,12 +206,13 @@ def test_seed_grid_and_load_job_on_a_real_tiny_sweep(cache_dir, tmp_path):
     inputs = grid_inputs(rows, images=2)
     assert inputs.style == "seeds" and inputs.palette == job.datamodule.palette()
     for path, results in found:
-        exported = load_job(path)
-        export_seeds(exported.net, exported.cam, exported.datamodule, "eval", tmp_path / results["cam"],
+        exported, job_key = load_job(path), (results["cam"], float(results["proportion"]))
+        out = tmp_path / f"{results['cam']}_{results['proportion']}"
+        export_seeds(exported.net, exported.cam, exported.datamodule, "eval", out,
                      threshold=results["metrics"]["seed_threshold"], progress=False)
         for n, image_id in enumerate(exported.datamodule.eval_set.ids[:2]):
-            png = np.array(Image.open(tmp_path / results["cam"] / "png" / f"{seed_file_stem(image_id)}.png"))
-            assert np.array_equal(inputs.maps[(results["cam"], 50.0)][n].numpy(), png)
+            png = np.array(Image.open(out / "png" / f"{seed_file_stem(image_id)}.png"))
+            assert np.array_equal(inputs.maps[job_key][n].numpy(), png)
 
 
 def test_the_seed_grid_draws_seeds_and_masks_in_the_palette_with_no_empty_cell(tmp_path):
