@@ -29,7 +29,7 @@ from src.runtime.ranks import job_ranks
 from src.runtime.timings import PhaseClock
 from src.store.finished_jobs import RESULTS_FILE, previous_results
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("src.run")  # its name also when it runs as __main__ (python -m, submitit)
 BAD_INPUT = (ConfigError, DatasetError)  # the config or the data is wrong: one line, exit 2, no traceback
 
 

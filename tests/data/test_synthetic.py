@@ -36,7 +36,9 @@ def test_datamodule_splits_batches_and_cache(cache_dir):
     dm = synthetic_datamodule(cache_dir / "synthetic", proportion=10, seed=0, batch_size=8)
     assert len(dm.train_set) == 12 and len(dm.eval_set) == 16 and dm.num_classes == 8
     assert (dm.train_full.labels[dm.subset_indices].sum(0) >= 1).all()
-    files = sorted((cache_dir / "synthetic").glob("*.npz"))
+    # Its two splits' files (the cache dir is the session's: other tests' splits may be there too).
+    files = sorted(path for path in (cache_dir / "synthetic").glob("*.npz")
+                   if path.name.startswith(("shapes_train_120x64_", "shapes_val_16x64_")))
     assert len(files) == 2
     batch = next(iter(dm.test_dataloader()))
     assert batch["image"].shape == (8, 3, 64, 64) and batch["mask"].shape == (8, 64, 64)
