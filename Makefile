@@ -25,8 +25,11 @@ run:  ## the default job: synthetic data, resnet18_small from scratch, 100 %, Br
 pretrain:  ## one-time pretraining on the disjoint synthetic world (conf/pretrain.yaml) -> outputs/cache/pretrained/
 	$(PYTHON) -m src.pretrain
 
-test:  ## the whole test suite (CPU, a few minutes on 2 cores)
-	WANDB_MODE=disabled $(PYTHON) -m pytest -q
+# Two test processes share the cores (each test runs one intra-op thread, tests/conftest.py); the SLURM tests run
+# after them, one at a time, on the one-node cluster (they skip where none is up).
+test:  ## the whole test suite (CPU; about 4 min on 2 cores without the SLURM tests)
+	WANDB_MODE=disabled $(PYTHON) -m pytest -q -n 2 --ignore=tests/cluster
+	WANDB_MODE=disabled $(PYTHON) -m pytest -q tests/cluster
 
 slurm-up:  ## a one-node SLURM cluster on this machine (root; installs slurm-wlm, munge, slurmdbd, mariadb)
 	bash scripts/slurm_local.sh up
