@@ -63,3 +63,8 @@ def test_cam_options_work_on_the_command_line_without_plus(tiny_overrides, tmp_p
     assert result.returncode == 0, result.stderr[-2000:]
     options = read_results(tmp_path / "job")["config"]["cam"]["options"]
     assert options == {name: expected for name, (_, expected) in CAM_OPTIONS.items()}
+
+
+def test_the_renamed_stage_key_names_its_new_form():
+    with pytest.raises(ConfigError, match=r"stage= is renamed; expected job=cams .* or job=classifiers"):
+        check_group_overrides(["-m", "stage=classifiers", "cam=cam"])
