@@ -23,7 +23,8 @@ from src.store.keyed import KeyedDirs, json_digest
 from src.store.result_neutral import classifier_fields
 
 
-def classifier_key(resolved: dict, content_digest: str | None = None, pretrained_key: str | None = None) -> tuple[str, dict]:
+def classifier_key(resolved: dict, content_digest: str | None = None,
+                   pretrained_key: str | None = None) -> tuple[str, dict]:
     """The classifier's key and what it is made of, from the job's resolved config: dataset (and its root),
     backbone and weights (for pretrained weights, the key of their pretraining config, not only their name),
     proportion, seed and training (`src.store.result_neutral.classifier_fields`); for a dataset edited in place
