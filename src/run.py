@@ -16,21 +16,19 @@ from omegaconf import DictConfig
 
 import src.config.launcher_schema  # noqa: F401  (registers the SLURM launcher's schema with srun_args)
 import src.config.resolvers  # noqa: F401  (registers the configs' resolvers: ${named_or:...}, ${job_dirname:...}, ...)
-from src.config.checks import ConfigError, check_group_overrides
-from src.data.image_io import DatasetError
+from src.config.checks import check_group_overrides
 from src.jobs.build import build_job, check_config, job_settings
 from src.jobs.cam_job import run_cam_job
 from src.jobs.classifiers_pass import train_classifier_only
 from src.reporting.wandb_logging import finish_loggers
 from src.runtime.logs import rank_zero_handlers
 from src.runtime.preemption import choose_requeue_signal, install_requeue_handler, remove_lightning_hpc_checkpoints
-from src.runtime.rank_failure import RankFailed
+from src.runtime.rank_failure import BAD_INPUT, RankFailed  # BAD_INPUT: one line, exit 2, no traceback
 from src.runtime.ranks import job_ranks
 from src.runtime.timings import PhaseClock
 from src.store.finished_jobs import RESULTS_FILE, previous_results
 
 log = logging.getLogger("src.run")  # its name also when it runs as __main__ (python -m, submitit)
-BAD_INPUT = (ConfigError, DatasetError)  # the config or the data is wrong: one line, exit 2, no traceback
 
 
 def run_job(cfg: DictConfig) -> dict:

@@ -48,7 +48,7 @@ class StdoutHandler(logging.StreamHandler):
 def log_to_console(level: int = logging.INFO) -> None:
     """Outside a Hydra app: INFO lines to stdout, message only, as a Hydra job's console shows them (once)."""
     root = logging.getLogger()
-    if not any(isinstance(handler, StdoutHandler) for handler in root.handlers) and not root.handlers:
+    if not root.handlers:
         handler = StdoutHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         root.addHandler(handler)
